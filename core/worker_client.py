@@ -1,0 +1,240 @@
+"""Client side of the worker protocol, for the editor adapters.
+
+Standard library only: this file runs inside GIMP's and Krita's own Pythons, which may lack
+numpy and onnxruntime. The installer copies it into each plug-in folder. The protocol is
+described in WORKER_PROTOCOL.md beside this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+from typing import Any, Callable
+
+HEADER_LENGTH = struct.Struct(">I")
+MAX_HEADER_BYTES = 1 << 20
+ENGINE_FILE_NAME = "engine.json"
+WORKER_MODULE = "ai_remove_background.worker"
+SAMPLE_BYTES = {"u8": 1, "u16": 2, "f32": 4}
+
+
+class WorkerError(Exception):
+    """A failure the user can act on; `code` is the worker's error code or a client one."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """Return one frame: header length, JSON header, payload."""
+    header = dict(header)
+    header["payload_bytes"] = len(payload)
+    header_bytes = json.dumps(header).encode("utf-8")
+    return HEADER_LENGTH.pack(len(header_bytes)) + header_bytes + payload
+
+
+def read_exact(stream: Any, size: int) -> bytes:
+    """Read exactly `size` bytes, or raise EOFError if the stream ends first."""
+    chunks = []
+    remaining = size
+    while remaining:
+        chunk = stream.read(remaining)
+        if not chunk:
+            raise EOFError(f"stream ended with {remaining} of {size} bytes missing")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(stream: Any) -> tuple[dict[str, Any], bytes]:
+    """Read one frame; raise EOFError on end of stream and ValueError on a malformed frame."""
+    (header_length,) = HEADER_LENGTH.unpack(read_exact(stream, HEADER_LENGTH.size))
+    if header_length > MAX_HEADER_BYTES:
+        raise ValueError(f"frame header of {header_length} bytes exceeds {MAX_HEADER_BYTES}")
+    header = json.loads(read_exact(stream, header_length).decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("frame header is not a JSON object")
+    payload_bytes = header.get("payload_bytes", 0)
+    if not isinstance(payload_bytes, int) or payload_bytes < 0:
+        raise ValueError(f"invalid payload_bytes {payload_bytes!r}")
+    return header, read_exact(stream, payload_bytes)
+
+
+def load_engine_config(plugin_dir: str) -> dict[str, Any]:
+    """Read the engine.json that install.py wrote into the installed plug-in folder."""
+    path = os.path.join(plugin_dir, ENGINE_FILE_NAME)
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = json.load(file)
+    except FileNotFoundError:
+        raise WorkerError(
+            "engine_missing",
+            f"{path} not found: run 'python3 install.py' from the ai-remove-background checkout",
+        ) from None
+    except (OSError, ValueError) as error:
+        raise WorkerError("engine_missing", f"cannot read {path} ({error}): run 'python3 install.py' again") from None
+    python = config.get("python")
+    if not isinstance(python, str) or not os.path.exists(python):
+        raise WorkerError(
+            "engine_missing",
+            f"the engine's Python {python!r} named in {path} does not exist: run 'python3 install.py' again",
+        )
+    return config
+
+
+class WorkerClient:
+    """A long-lived worker process; restarted on the next request after a crash or a cancel."""
+
+    def __init__(self, python: str, env: dict[str, str] | None = None, timeout_seconds: float = 600.0) -> None:
+        self.python = python
+        self.env = env
+        self.timeout_seconds = timeout_seconds
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stderr_tail: list[str] = []
+
+    @classmethod
+    def from_plugin_dir(cls, plugin_dir: str, timeout_seconds: float = 600.0) -> "WorkerClient":
+        config = load_engine_config(plugin_dir)
+        env = dict(os.environ)
+        # The editors export their own PYTHONPATH and PYTHONHOME, which must not leak into the engine.
+        for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"):
+            env.pop(name, None)
+        env.update({key: str(value) for key, value in config.get("environment", {}).items()})
+        return cls(config["python"], env, timeout_seconds)
+
+    def start(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        creation_flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
+        try:
+            self.process = subprocess.Popen(
+                [self.python, "-m", WORKER_MODULE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.env,
+                creationflags=creation_flags,
+            )
+        except OSError as error:
+            raise WorkerError("engine_missing", f"cannot start the engine {self.python!r}: {error}") from None
+        self.stderr_tail = []
+        threading.Thread(target=self._drain_stderr, args=(self.process,), daemon=True).start()
+
+    def _drain_stderr(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stderr is not None
+        for raw_line in process.stderr:
+            line = raw_line.decode("utf-8", "replace").rstrip()
+            sys.stderr.write(f"[ai-remove-background worker] {line}\n")
+            self.stderr_tail = (self.stderr_tail + [line])[-20:]
+
+    def stop(self) -> None:
+        """Kill the worker at once; used for cancel and after any fault."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    def close(self) -> None:
+        """Ask the worker to exit, killing it if it does not within a few seconds."""
+        if self.process is None:
+            return
+        try:
+            if self.process.poll() is None and self.process.stdin is not None:
+                self.process.stdin.write(encode_frame({"op": "shutdown"}))
+                self.process.stdin.close()
+                self.process.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.stop()
+
+    def request(
+        self,
+        header: dict[str, Any],
+        payload: bytes = b"",
+        on_progress: Callable[[float, str], bool | None] | None = None,
+    ) -> tuple[dict[str, Any], bytes]:
+        """Send one request and return the final reply's header and payload.
+
+        `on_progress(fraction, stage)` may return True to cancel: the worker is then killed and
+        WorkerError("cancelled") raised. A worker error reply raises WorkerError with its code.
+        """
+        self.start()
+        process = self.process
+        assert process is not None and process.stdin is not None and process.stdout is not None
+        timed_out = threading.Event()
+
+        def kill_on_timeout() -> None:
+            timed_out.set()
+            process.kill()
+
+        timer = threading.Timer(self.timeout_seconds, kill_on_timeout)
+        timer.start()
+        try:
+            process.stdin.write(encode_frame(header, payload))
+            process.stdin.flush()
+            while True:
+                reply, reply_payload = read_frame(process.stdout)
+                if reply.get("type") != "progress":
+                    break
+                if on_progress is not None and on_progress(float(reply.get("fraction", 0.0)), str(reply.get("stage", ""))):
+                    self.stop()
+                    raise WorkerError("cancelled", "cancelled")
+        except (OSError, EOFError, ValueError) as error:
+            self.stop()
+            if timed_out.is_set():
+                raise WorkerError(
+                    "timeout", f"the engine gave no result within {self.timeout_seconds:.0f} s and was stopped"
+                ) from None
+            detail = self.stderr_tail[-1] if self.stderr_tail else str(error)
+            raise WorkerError("worker_crashed", f"the engine stopped unexpectedly ({detail}); try again") from None
+        finally:
+            timer.cancel()
+        if reply.get("type") == "error":
+            if reply.get("code") == "protocol":
+                self.stop()
+            raise WorkerError(str(reply.get("code", "internal")), str(reply.get("message", "unknown error")))
+        return reply, reply_payload
+
+    def remove_background(
+        self,
+        width: int,
+        height: int,
+        channels: int,
+        sample: str,
+        pixels: bytes,
+        options: dict[str, Any] | None = None,
+        limit: bytes | None = None,
+        hint: bytes | None = None,
+        on_progress: Callable[[float, str], bool | None] | None = None,
+    ) -> tuple[dict[str, Any], bytes]:
+        """Return (reply header, mask bytes of width * height) for one layer's pixels."""
+        expected = width * height * channels * SAMPLE_BYTES[sample]
+        if len(pixels) != expected:
+            raise ValueError(f"pixel buffer has {len(pixels)} bytes, expected {expected}")
+        planes = []
+        payload = [pixels]
+        for name, plane in (("hint", hint), ("limit", limit)):
+            if plane is not None:
+                if len(plane) != width * height:
+                    raise ValueError(f"{name} plane has {len(plane)} bytes, expected {width * height}")
+                planes.append(name)
+                payload.append(plane)
+        header = {
+            "op": "remove_background",
+            "id": 1,
+            "width": width,
+            "height": height,
+            "channels": channels,
+            "sample": sample,
+            "options": options or {},
+            "planes": planes,
+        }
+        reply, reply_payload = self.request(header, b"".join(payload), on_progress)
+        return reply, reply_payload[: width * height]
