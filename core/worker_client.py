@@ -30,6 +30,10 @@ class WorkerError(Exception):
         self.code = code
 
 
+class EndOfStream(EOFError):
+    """The stream ended cleanly, at a frame boundary."""
+
+
 def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
     """Return one frame: header length, JSON header, payload."""
     header = dict(header)
@@ -52,8 +56,15 @@ def read_exact(stream: Any, size: int) -> bytes:
 
 
 def read_frame(stream: Any) -> tuple[dict[str, Any], bytes]:
-    """Read one frame; raise EOFError on end of stream and ValueError on a malformed frame."""
-    (header_length,) = HEADER_LENGTH.unpack(read_exact(stream, HEADER_LENGTH.size))
+    """Read one frame; raise EOFError on end of stream and ValueError on a malformed frame.
+
+    A stream that ends exactly between two frames raises EndOfStream, a subclass of EOFError.
+    """
+    first = stream.read(HEADER_LENGTH.size)
+    if not first:
+        raise EndOfStream("stream ended between frames")
+    length_bytes = first + read_exact(stream, HEADER_LENGTH.size - len(first))
+    (header_length,) = HEADER_LENGTH.unpack(length_bytes)
     if header_length > MAX_HEADER_BYTES:
         raise ValueError(f"frame header of {header_length} bytes exceeds {MAX_HEADER_BYTES}")
     header = json.loads(read_exact(stream, header_length).decode("utf-8"))

@@ -1,0 +1,80 @@
+"""Put the cut-out subject on transparency, a colour, another image or its own blurred background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageColor, ImageOps
+from scipy import ndimage
+
+from .errors import UserError
+
+# Blur of the "blur" background: standard deviation as a fraction of the photo's longer side.
+BACKGROUND_BLUR_FRACTION = 0.015
+MINIMUM_WEIGHT = 1e-3
+
+
+def cutout(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """RGBA uint8: the photo's colours with the mask as alpha."""
+    return np.dstack([rgb, mask])
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    try:
+        red, green, blue = ImageColor.getrgb(text)[:3]
+    except ValueError:
+        raise UserError(
+            f"invalid background {text!r}: give a colour ('white', '#20a0ff', 'rgb(32,160,255)'), "
+            "an image file, or 'blur'"
+        ) from None
+    return red, green, blue
+
+
+def blurred_background(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The photo's background blurred, with the subject's colours kept out of the blur.
+
+    A normalised convolution: blur(colour x background weight) / blur(background weight), so the
+    subject does not bleed into the blurred background around its edge.
+    """
+    sigma = max(1.0, BACKGROUND_BLUR_FRACTION * max(rgb.shape[:2]))
+    weight = 1.0 - mask.astype(np.float32) / 255.0
+    blurred_weight = ndimage.gaussian_filter(weight, sigma, mode="nearest")
+    if float(blurred_weight.max()) < MINIMUM_WEIGHT:
+        # The subject fills the photo: blur everything rather than divide by nothing.
+        weight = np.ones_like(weight)
+        blurred_weight = np.ones_like(weight)
+    channels = []
+    for channel in range(3):
+        numerator = ndimage.gaussian_filter(rgb[:, :, channel].astype(np.float32) * weight, sigma, mode="nearest")
+        channels.append(numerator / np.maximum(blurred_weight, MINIMUM_WEIGHT))
+    return np.clip(np.rint(np.dstack(channels)), 0, 255).astype(np.uint8)
+
+
+def image_background(path: str, width: int, height: int) -> np.ndarray:
+    """An image file scaled and centre-cropped to cover width x height."""
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            fitted = ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+    except (OSError, ValueError) as error:
+        raise UserError(f"background image {path} could not be read ({error}): give a PNG or JPEG file") from None
+    return np.asarray(fitted)
+
+
+def over_background(rgb: np.ndarray, mask: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """RGB uint8: the subject composited over `background` (same size) with the mask as alpha."""
+    alpha = mask.astype(np.float32)[:, :, np.newaxis] / 255.0
+    blended = rgb.astype(np.float32) * alpha + background.astype(np.float32) * (1.0 - alpha)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def make_background(spec: str, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Build the background named by --background: 'blur', an existing image file, or a colour."""
+    height, width = mask.shape
+    if spec == "blur":
+        return blurred_background(rgb, mask)
+    if Path(spec).is_file():
+        return image_background(spec, width, height)
+    colour = parse_colour(spec)
+    return np.broadcast_to(np.asarray(colour, dtype=np.uint8), (height, width, 3))

@@ -1,0 +1,135 @@
+"""The one entry point: a photo's pixels in, a full-resolution 8-bit mask out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import refine
+from .catalogue import get_model
+from .errors import UserError
+from .session import load_model, predict
+
+log = logging.getLogger(__name__)
+
+# Colour under transparent input pixels when the model looks at them: a neutral mid grey, so
+# that whatever colour a transparent pixel happens to store cannot look like a subject.
+TRANSPARENT_FILL = 128.0
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class Options:
+    """What the user chose; every field has the default of the CLI and the editors."""
+
+    model: str | None = None  # catalogue name; None is the catalogue's default
+    refine: bool = True  # edge-aware upsampling; False gives a plain bilinear resize
+    threshold: int | None = None  # 0..255: make the mask binary at this level
+    grow: float = 0.0  # pixels; negative shrinks
+    feather: float = 0.0  # Gaussian feather radius in pixels
+    invert: bool = False
+    threads: int | None = None  # inference threads; None: AI_REMOVE_BACKGROUND_THREADS or automatic
+
+    def validate(self) -> None:
+        get_model(self.model)
+        if self.threshold is not None and not 0 <= self.threshold <= 255:
+            raise UserError(f"invalid threshold {self.threshold}: expected 0 to 255")
+        if self.feather < 0:
+            raise UserError(f"invalid feather radius {self.feather}: expected 0 or more pixels")
+        if abs(self.grow) > 1000:
+            raise UserError(f"invalid grow/shrink {self.grow}: expected -1000 to 1000 pixels")
+
+
+@dataclass
+class Result:
+    mask: np.ndarray  # (height, width) uint8, 255 = subject
+    model: str
+    provider: str
+    seconds: float
+
+
+def _model_view(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """The photo as the model should see it: transparent pixels replaced by neutral grey."""
+    if alpha is None:
+        return rgb
+    weight = alpha.astype(np.float32)[:, :, np.newaxis] / 255.0
+    blended = rgb.astype(np.float32) * weight + TRANSPARENT_FILL * (1.0 - weight)
+    return np.rint(blended).astype(np.uint8)
+
+
+def _bounding_box(plane: np.ndarray) -> tuple[slice, slice] | None:
+    rows = np.flatnonzero(plane.any(axis=1))
+    if rows.size == 0:
+        return None
+    columns = np.flatnonzero(plane.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
+
+
+def _segment(rgb: np.ndarray, options: Options, progress: ProgressCallback) -> tuple[np.ndarray, str]:
+    """Run the model and bring its probability map to full resolution; return (probability, provider)."""
+    spec = get_model(options.model)
+    progress(0.05, "loading model")
+    loaded = load_model(spec, options.threads)
+    progress(0.15, "inference")
+    started = time.perf_counter()
+    probability = predict(loaded, rgb)
+    log.debug("model %s ran in %.3f s on %s", spec.name, time.perf_counter() - started, loaded.provider)
+    progress(0.75, "refining")
+    height, width = rgb.shape[:2]
+    if options.refine:
+        return refine.upsample_guided(probability, rgb), loaded.provider
+    return refine.upsample_plain(probability, width, height), loaded.provider
+
+
+def remove_background(
+    rgb: np.ndarray,
+    alpha: np.ndarray | None = None,
+    options: Options | None = None,
+    limit: np.ndarray | None = None,
+    hint: np.ndarray | None = None,
+    progress: ProgressCallback | None = None,
+) -> Result:
+    """Return the subject's mask for an sRGB photo.
+
+    `alpha` is the photo's own transparency: the mask never exceeds it. `limit` restricts the
+    search (the model sees only its bounding box, and the mask is multiplied by it). `hint` is a
+    user's mask whose 0 and 255 pixels are kept as they are.
+    """
+    options = options or Options()
+    options.validate()
+    report = progress or (lambda fraction, stage: None)
+    started = time.perf_counter()
+    height, width = rgb.shape[:2]
+    for name, plane in (("alpha", alpha), ("limit", limit), ("hint", hint)):
+        if plane is not None and plane.shape != (height, width):
+            raise UserError(f"{name} plane is {plane.shape[1]} x {plane.shape[0]}, expected {width} x {height}")
+
+    spec = get_model(options.model)
+    mask = np.zeros((height, width), dtype=np.uint8)
+    provider = ""
+    box = (slice(0, height), slice(0, width)) if limit is None else _bounding_box(limit > 0)
+    if box is not None:
+        view = _model_view(rgb[box], None if alpha is None else alpha[box])
+        probability, provider = _segment(np.ascontiguousarray(view), options, report)
+        mask[box] = refine.to_u8(probability)
+
+    if hint is not None:
+        mask = np.where(hint == 255, 255, np.where(hint == 0, 0, mask)).astype(np.uint8)
+    if options.threshold is not None:
+        mask = refine.apply_threshold(mask, options.threshold)
+    mask = refine.grow_shrink(mask, options.grow)
+    mask = refine.feather(mask, options.feather)
+    if options.invert:
+        mask = 255 - mask
+    if limit is not None:
+        mask = ((mask.astype(np.uint16) * limit + 127) // 255).astype(np.uint8)
+    if alpha is not None:
+        mask = np.minimum(mask, alpha)
+
+    report(1.0, "done")
+    return Result(mask=mask, model=spec.name, provider=provider, seconds=time.perf_counter() - started)

@@ -1,0 +1,176 @@
+"""The editors' worker: a long-lived process that serves WORKER_PROTOCOL.md on stdin and stdout.
+
+Run as `python -m ai_remove_background.worker`. Model sessions stay loaded between requests.
+stdout carries frames only; the log goes to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from . import __version__
+from .catalogue import default_model_name, installed_model_names
+from .errors import UserError
+from .imageio import DEFAULT_MAX_MEGAPIXELS, check_size, pixels_from_buffer
+from .pipeline import Options, remove_background
+from .session import available_providers
+from .worker_client import SAMPLE_BYTES, EndOfStream, encode_frame, read_frame
+
+log = logging.getLogger("ai_remove_background.worker")
+
+PLANE_NAMES = ("hint", "limit")
+KNOWN_OPTIONS = {"model", "refine", "threshold", "grow", "feather", "invert", "outputs", "threads"}
+
+
+class ProtocolError(Exception):
+    """The byte stream is broken: the worker replies once, then exits."""
+
+
+def _positive_int(header: dict[str, Any], key: str) -> int:
+    value = header.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"invalid {key} {value!r}: expected a whole number of at least 1")
+    return value
+
+
+def parse_options(raw: Any) -> tuple[Options, list[str]]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"invalid options {raw!r}: expected a JSON object")
+    unknown = set(raw) - KNOWN_OPTIONS
+    if unknown:
+        raise UserError(f"unknown option(s) {', '.join(sorted(unknown))}: expected some of {', '.join(sorted(KNOWN_OPTIONS))}")
+    outputs = raw.get("outputs", ["mask"])
+    if not isinstance(outputs, list) or not set(outputs) <= {"mask", "foreground"} or "mask" not in outputs:
+        raise UserError(f"invalid outputs {outputs!r}: expected [\"mask\"] or [\"mask\", \"foreground\"]")
+    try:
+        threshold = raw.get("threshold")
+        options = Options(
+            model=raw.get("model"),
+            refine=bool(raw.get("refine", True)),
+            threshold=None if threshold is None else int(threshold),
+            grow=float(raw.get("grow", 0.0)),
+            feather=float(raw.get("feather", 0.0)),
+            invert=bool(raw.get("invert", False)),
+            threads=None if raw.get("threads") is None else int(raw["threads"]),
+        )
+    except (TypeError, ValueError) as error:
+        raise UserError(f"invalid option value: {error}") from None
+    options.validate()
+    return options, outputs
+
+
+class Worker:
+    def __init__(self, output: BinaryIO, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+        self.output = output
+        self.max_megapixels = max_megapixels
+
+    def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        self.output.write(encode_frame(header, payload))
+        self.output.flush()
+
+    def handle(self, header: dict[str, Any], payload: bytes) -> bool:
+        """Serve one request; return False when the worker should exit."""
+        operation = header.get("op")
+        request_id = header.get("id")
+        if operation == "ping":
+            self.send({"type": "pong", "id": request_id, "version": __version__, "models": installed_model_names(),
+                       "default_model": default_model_name(), "providers": available_providers()})
+            return True
+        if operation == "shutdown":
+            self.send({"type": "bye", "id": request_id})
+            return False
+        if operation != "remove_background":
+            raise UserError(f"unknown op {operation!r}: expected ping, shutdown or remove_background")
+        self.remove_background(header, payload)
+        return True
+
+    def remove_background(self, header: dict[str, Any], payload: bytes) -> None:
+        request_id = header.get("id")
+        width = _positive_int(header, "width")
+        height = _positive_int(header, "height")
+        check_size(width, height, self.max_megapixels, "layer")
+        channels = header.get("channels")
+        sample = header.get("sample")
+        if sample not in SAMPLE_BYTES:
+            raise UserError(f"invalid sample {sample!r}: expected u8, u16 or f32")
+        planes = header.get("planes", [])
+        if not isinstance(planes, list) or len(set(planes)) != len(planes) or not set(planes) <= set(PLANE_NAMES):
+            raise UserError(f"invalid planes {planes!r}: expected a list of distinct names from {PLANE_NAMES}")
+        options, outputs = parse_options(header.get("options"))
+        if not isinstance(channels, int) or channels not in (1, 2, 3, 4):
+            raise UserError(f"invalid channels {channels!r}: expected 1, 2, 3 or 4")
+
+        pixel_bytes = width * height * channels * SAMPLE_BYTES[sample]
+        expected = pixel_bytes + width * height * len(planes)
+        if len(payload) != expected:
+            raise UserError(f"payload has {len(payload)} bytes, expected {expected}")
+        rgb, alpha = pixels_from_buffer(payload[:pixel_bytes], width, height, channels, sample)
+        extra = {}
+        offset = pixel_bytes
+        for name in planes:
+            extra[name] = np.frombuffer(payload[offset:offset + width * height], dtype=np.uint8).reshape(height, width)
+            offset += width * height
+
+        def progress(fraction: float, stage: str) -> None:
+            self.send({"type": "progress", "id": request_id, "fraction": round(fraction, 3), "stage": stage})
+
+        result = remove_background(rgb, alpha, options, limit=extra.get("limit"), hint=extra.get("hint"),
+                                   progress=progress)
+        reply_payload = result.mask.tobytes()
+        if "foreground" in outputs:
+            # NOTE: the photo's own colours; colour decontamination at the edge is not done yet.
+            reply_payload += rgb.tobytes()
+        self.send({"type": "result", "id": request_id, "width": width, "height": height, "model": result.model,
+                   "provider": result.provider, "seconds": round(result.seconds, 3), "outputs": outputs},
+                  reply_payload)
+
+
+def serve(input_stream: BinaryIO, output_stream: BinaryIO) -> int:
+    """Serve requests until shutdown, end of input or a broken frame; return the exit status."""
+    worker = Worker(output_stream)
+    log.info("worker %s started", __version__)
+    while True:
+        try:
+            header, payload = read_frame(input_stream)
+        except EndOfStream:
+            log.info("input closed; worker exits")
+            return 0
+        except EOFError as error:
+            worker.send({"type": "error", "id": None, "code": "protocol", "message": f"truncated frame: {error}"})
+            return 1
+        except (ValueError, UnicodeDecodeError) as error:
+            worker.send({"type": "error", "id": None, "code": "protocol", "message": f"malformed frame: {error}"})
+            return 1
+
+        started = time.perf_counter()
+        try:
+            if not worker.handle(header, payload):
+                return 0
+        except UserError as error:
+            log.info("request %r rejected: %s", header.get("id"), error)
+            worker.send({"type": "error", "id": header.get("id"), "code": error.code, "message": str(error)})
+        except MemoryError:
+            worker.send({"type": "error", "id": header.get("id"), "code": "too_large",
+                         "message": "not enough memory for this layer: scale it down or close other programs"})
+        except Exception as error:  # a bug: keep serving, log the traceback for the maintainer
+            log.exception("request %r failed", header.get("id"))
+            worker.send({"type": "error", "id": header.get("id"), "code": "internal",
+                         "message": f"internal error in the engine ({type(error).__name__}: {error}); "
+                                    "please report it with the editor's error console output"})
+        log.debug("request %r served in %.3f s", header.get("id"), time.perf_counter() - started)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
