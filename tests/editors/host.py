@@ -23,6 +23,10 @@ CHROOT_SCRIPT = CHECKOUT / "tests" / "editors" / "chroot.sh"
 # Everything a test run creates inside the chroot lives under this folder (a path inside the chroot).
 RUNS_DIR_IN_CHROOT = "/var/tmp/ai-remove-background-tests"
 ENGINE_DIR_IN_CHROOT = "/opt/ai-remove-background"
+# pip inside the chroot trusts the host's certificate authorities, which may include a local
+# proxy's own authority that update-ca-certificates added on the host only.
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+CA_BUNDLE_IN_CHROOT = ENGINE_DIR_IN_CHROOT + "/host-ca-certificates.crt"
 
 
 @dataclass
@@ -99,9 +103,16 @@ def prepare_host() -> EditorHost:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ready_marker = host.host_path(venv) / ".ready"
         if not ready_marker.exists():
+            install_env = {}
+            if HOST_CA_BUNDLE.is_file():
+                bundle = host.host_path(CA_BUNDLE_IN_CHROOT)
+                bundle.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(HOST_CA_BUNDLE, bundle)
+                install_env["PIP_CERT"] = CA_BUNDLE_IN_CHROOT
             result = host.run(
                 ["python3", str(CHECKOUT / "install.py"), "--venv", venv, "--models-dir", models_dir,
                  "--no-models", "--no-editors"],
+                env=install_env,
                 net=True,
                 timeout=1800,
             )
