@@ -137,6 +137,7 @@ def install(arguments: argparse.Namespace) -> None:
 
     if not arguments.no_models:
         names = list(dict.fromkeys(catalogue["default_install"] + arguments.models))
+        models.pip_python = str(python)
         models.fetch_models(names, models_dir, catalogue, offline_dir=arguments.models_from)
 
     if not arguments.no_editors:

@@ -52,13 +52,18 @@ class SourceError(Exception):
     """A source that did not yield the expected file, so the next source is tried."""
 
 
+# The Python whose pip downloads wheels: install.py sets the engine environment's Python, which
+# always has pip, while the Python running install.py may not (Debian without python3-pip).
+pip_python = sys.executable
+
+
 def pip_download_command(requirement: str, destination: Path) -> List[str]:
     """Return the command that downloads the wheel `requirement` ("name==version") into `destination`.
 
     Tests replace this function to point pip at a local folder of wheels.
     """
     return [
-        sys.executable, "-m", "pip", "--disable-pip-version-check", "download",
+        pip_python, "-m", "pip", "--disable-pip-version-check", "download",
         "--no-deps", "--only-binary=:all:", "-d", str(destination), requirement,
     ]
 
