@@ -1,0 +1,141 @@
+"""Run worker requests on a Python thread while Krita's GUI stays responsive.
+
+The thread only talks to the worker process; it never touches the Krita API. A QTimer on the
+GUI thread polls the thread's state, drives the progress dialog and hands the results back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from PyQt5.QtCore import QObject, Qt, QTimer
+from PyQt5.QtWidgets import QProgressDialog, QWidget
+
+from .layers import LayerRequest
+
+POLL_INTERVAL_MS = 100
+PROGRESS_STEPS = 1000
+DONE = "done"
+CANCELLED = "cancelled"
+FAILED = "error"
+
+
+class WorkerJob(QObject):
+    """Remove the background of each request in turn; report once with `on_finished(job)`."""
+
+    def __init__(
+        self,
+        client: Any,
+        requests: list[LayerRequest],
+        engine_options: dict[str, Any],
+        parent_widget: QWidget | None,
+        on_finished: Callable[["WorkerJob"], None],
+    ) -> None:
+        super().__init__(parent_widget)
+        self.client = client
+        self.requests = requests
+        self.engine_options = engine_options
+        self.on_finished = on_finished
+        self.status = ""
+        self.error_message = ""
+        self.started_at = 0.0
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._progress = (0, 0.0, "starting the engine")
+        self._error: tuple[str, str] | None = None
+        self._thread = threading.Thread(target=self._run, name="ai-remove-background", daemon=True)
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.timeout.connect(self._poll)
+        self.dialog = QProgressDialog("Starting the engine...", "Cancel", 0, PROGRESS_STEPS, parent_widget)
+        self.dialog.setWindowTitle("AI Remove Background")
+        self.dialog.setWindowModality(Qt.WindowModal)
+        self.dialog.setMinimumDuration(0)
+        self.dialog.setAutoClose(False)
+        self.dialog.setAutoReset(False)
+        self.dialog.canceled.connect(self.cancel)
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        self.dialog.setValue(0)
+        self.dialog.show()
+        self._thread.start()
+        self._timer.start()
+
+    def is_running(self) -> bool:
+        return self._thread.is_alive() or self._timer.isActive()
+
+    def cancel(self) -> None:
+        """Stop at once: kill the worker process; the next run starts a fresh one."""
+        self._cancel.set()
+        process = getattr(self.client, "process", None)
+        if process is not None and process.poll() is None:
+            # Only kill here: the job thread then sees the pipe close and cleans the client up.
+            process.kill()
+
+    # ----------------------------------------------------------------- job thread
+    def _run(self) -> None:
+        from . import worker_client
+
+        for index, request in enumerate(self.requests):
+            if self._cancel.is_set():
+                return
+
+            def on_progress(fraction: float, stage: str, index: int = index) -> bool:
+                with self._lock:
+                    self._progress = (index, fraction, stage)
+                return self._cancel.is_set()
+
+            try:
+                reply, mask = self.client.remove_background(
+                    request.width,
+                    request.height,
+                    4,
+                    request.sample,
+                    request.pixels,
+                    options=self.engine_options,
+                    limit=request.limit,
+                    on_progress=on_progress,
+                )
+            except worker_client.WorkerError as error:
+                with self._lock:
+                    self._error = (error.code, str(error))
+                return
+            except Exception as error:  # a bug; reported to the user instead of lost in a thread
+                with self._lock:
+                    self._error = ("internal", f"{type(error).__name__}: {error}")
+                return
+            if len(mask) != request.width * request.height:
+                with self._lock:
+                    self._error = ("internal", f"the engine returned {len(mask)} mask bytes for layer "
+                                               f"'{request.name}', expected {request.width * request.height}")
+                return
+            request.mask = mask
+            request.reply = reply
+
+    # ----------------------------------------------------------------- GUI thread
+    def _poll(self) -> None:
+        with self._lock:
+            index, fraction, stage = self._progress
+            error = self._error
+        count = len(self.requests)
+        if not self._cancel.is_set():
+            name = self.requests[min(index, count - 1)].name
+            position = f" ({index + 1} of {count})" if count > 1 else ""
+            self.dialog.setLabelText(f"Removing the background of '{name}'{position}: {stage or 'working'}...")
+            self.dialog.setValue(int(PROGRESS_STEPS * (index + max(0.0, min(fraction, 1.0))) / count))
+        if self._thread.is_alive():
+            return
+        self._timer.stop()
+        self.dialog.hide()
+        self.dialog.deleteLater()
+        if self._cancel.is_set():
+            self.status = CANCELLED
+        elif error is not None:
+            self.status = FAILED
+            self.error_message = error[1]
+        else:
+            self.status = DONE
+        self.on_finished(self)
