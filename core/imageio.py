@@ -7,17 +7,17 @@ for compositing, and the image's own alpha (uint8) or None when it has none.
 from __future__ import annotations
 
 import io
-import logging
+import struct
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import ImageTooLargeError, UserError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MEGAPIXELS = 150.0
 SAMPLE_DTYPES = {"u8": np.dtype("u1"), "u16": np.dtype("<u2"), "f32": np.dtype("<f4")}
@@ -44,21 +44,33 @@ class LoadedImage:
 
 
 def check_size(width: int, height: int, max_megapixels: float, name: str) -> None:
-    megapixels = width * height / 1e6
-    if megapixels > max_megapixels:
+    # Whole-number arithmetic, because a worker request may give any JSON integer as a size.
+    pixels = width * height
+    if pixels > max_megapixels * 1e6:
         raise ImageTooLargeError(
-            f"{name} is {width} x {height} ({megapixels:.0f} megapixels), over the limit of "
+            f"{name} is {width} x {height} ({pixels // 1_000_000} megapixels), over the limit of "
             f"{max_megapixels:g}: scale it down, or raise the limit with --max-megapixels"
         )
 
 
-def load_image(path: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> LoadedImage:
-    """Decode a photo: first frame, EXIF orientation applied, converted to sRGB, alpha kept."""
-    Image.MAX_IMAGE_PIXELS = int(max_megapixels * 1e6)
+@contextmanager
+def _pillow_pixel_limit(pixels: int | None) -> Iterator[None]:
+    """Set Pillow's decompression-bomb limit (None turns it off) for the block, then restore it."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = pixels
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _open_image(path: Path) -> Image.Image:
+    """Open `path`, reading its header only; raise a UserError that states why it cannot be opened."""
+    try:
+        # Pillow's own size check is off while the header is read, so that check_size can reject
+        # a huge image with its dimensions in one line instead of Pillow's DecompressionBombError.
+        with _pillow_pixel_limit(None):
+            return Image.open(path)
     except FileNotFoundError:
         raise UserError("file not found: check the path") from None
     except IsADirectoryError:
@@ -67,24 +79,56 @@ def load_image(path: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Lo
         raise UserError("permission denied: check the file's read permission") from None
     except UnidentifiedImageError:
         raise UserError("not an image format Pillow can read: convert it to PNG, JPEG or TIFF") from None
-    except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(
-            f"image claims too many pixels ({error}): if it is genuine, raise the limit with --max-megapixels"
-        ) from None
+    except (OSError, EOFError) as error:
+        # Plug-ins raise plain OSError for a damaged header ("Truncated File Read"), and the
+        # operating system for a failed read.
+        raise UserError(f"the file could not be read ({error}): re-export or re-download it") from None
 
+
+def _count_frames(image: Image.Image, notices: list[str]) -> None:
+    """Add a notice when the file has more than one frame, or when its frames cannot be counted."""
+    try:
+        frame_count = getattr(image, "n_frames", 1)
+    except (OSError, EOFError, ValueError, SyntaxError, TypeError, struct.error) as error:
+        notices.append(f"the frames after the first could not be read ({error}): only the first frame is processed")
+        return
+    if frame_count > 1:
+        notices.append(f"animated file with {frame_count} frames: only the first frame is processed")
+
+
+def load_image(path: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> LoadedImage:
+    """Decode a photo: first frame, EXIF orientation applied, converted to sRGB, alpha kept.
+
+    Warnings that Pillow gives while reading the file, such as corrupt EXIF data, become notices.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = _decode(path, max_megapixels)
+    for message in dict.fromkeys(str(warning.message).strip() for warning in caught):
+        loaded.notices.append(message)
+    return loaded
+
+
+def _decode(path: Path, max_megapixels: float) -> LoadedImage:
+    image = _open_image(path)
     with image:
         check_size(image.width, image.height, max_megapixels, "image")
-        notices = []
-        frame_count = getattr(image, "n_frames", 1)
-        if frame_count > 1:
-            notices.append(f"animated file with {frame_count} frames: only the first frame is processed")
+        notices: list[str] = []
         try:
-            image.seek(0)
-            image.load()
-            oriented = ImageOps.exif_transpose(image)
-        except OSError as error:
+            # Pillow checks the size of each frame and sub-image again while decoding them.
+            with _pillow_pixel_limit(int(max_megapixels * 1e6)):
+                _count_frames(image, notices)
+                image.seek(0)
+                image.load()
+                oriented = ImageOps.exif_transpose(image)
+        except Image.DecompressionBombError as error:
+            raise ImageTooLargeError(
+                f"a frame of the image is over the limit of {max_megapixels:g} megapixels ({error}): "
+                "raise the limit with --max-megapixels if the file is genuine"
+            ) from None
+        except (OSError, EOFError) as error:
             raise UserError(f"the file is damaged or incomplete ({error}): re-export or re-download it") from None
-        except (ValueError, SyntaxError) as error:
+        except (ValueError, SyntaxError, TypeError, struct.error) as error:
             raise UserError(f"the file could not be decoded ({error}): re-export it as PNG or JPEG") from None
         rgb, alpha = to_srgb_arrays(oriented)
         return LoadedImage(rgb=rgb, alpha=alpha, source_mode=image.mode, notices=notices)
@@ -113,7 +157,8 @@ def _convert_with_profile(image: Image.Image, output_mode: str) -> Image.Image:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile_bytes))
         return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode=output_mode)
     except (ImageCms.PyCMSError, OSError, ValueError) as error:
-        log.warning("ignoring the embedded ICC profile, which could not be applied: %s", error)
+        # A warning, so that load_image reports it as a notice beside the file's name.
+        warnings.warn(f"ignoring the embedded ICC profile, which could not be applied: {error}", stacklevel=2)
         return image.convert(output_mode)
 
 
@@ -124,7 +169,13 @@ def to_srgb_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 
     if mode in DEEP_GREY_MODES:
         grey = _deep_grey_to_u8(image)
-        return np.repeat(grey[:, :, np.newaxis], 3, axis=2), None
+        # A 16-bit grey PNG marks one grey value as transparent in its tRNS chunk.
+        transparent_value = image.info.get("transparency")
+        if isinstance(transparent_value, int) and not isinstance(transparent_value, bool):
+            alpha = np.where(np.asarray(image) == transparent_value, 0, 255).astype(np.uint8)
+            if bool((alpha == 255).all()):
+                alpha = None
+        return np.repeat(grey[:, :, np.newaxis], 3, axis=2), alpha
 
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
