@@ -90,7 +90,9 @@ def _count_frames(image: Image.Image, notices: list[str]) -> None:
     try:
         frame_count = getattr(image, "n_frames", 1)
     except (OSError, EOFError, ValueError, SyntaxError, TypeError, struct.error) as error:
-        notices.append(f"the frames after the first could not be read ({error}): only the first frame is processed")
+        notices.append(
+            f"the frames after the first could not be read ({error}): only the first frame is processed"
+        )
         return
     if frame_count > 1:
         notices.append(f"animated file with {frame_count} frames: only the first frame is processed")

@@ -77,8 +77,8 @@ def write_png16(path: Path, samples: np.ndarray) -> None:
 def write_png_header_bomb(path: Path, width: int, height: int) -> None:
     """Write a tiny valid PNG whose IHDR claims width x height 8-bit grey pixels."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-                     + png_chunk(b"IEND", b""))
+    image_data = png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + image_data + png_chunk(b"IEND", b""))
 
 
 def write_tiff16_rgba(path: Path, samples: np.ndarray, icc_profile: bytes | None = None) -> None:
