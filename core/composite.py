@@ -9,6 +9,7 @@ from PIL import Image, ImageColor, ImageOps
 from scipy import ndimage
 
 from .errors import UserError
+from .imageio import load_image
 
 # Blur of the "blur" background: standard deviation as a fraction of the photo's longer side.
 BACKGROUND_BLUR_FRACTION = 0.015
@@ -52,13 +53,15 @@ def blurred_background(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def image_background(path: str, width: int, height: int) -> np.ndarray:
-    """An image file scaled and centre-cropped to cover width x height."""
+    """Read an image file and scale and centre-crop it to cover width x height.
+
+    The file is read like an input photo, so 16-bit, CMYK and ICC-tagged files give sRGB colours.
+    """
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            fitted = ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
-    except (OSError, ValueError) as error:
-        raise UserError(f"background image {path} could not be read ({error}): give a PNG or JPEG file") from None
+        loaded = load_image(Path(path))
+    except UserError as error:
+        raise UserError(f"background image {path}: {error}") from None
+    fitted = ImageOps.fit(Image.fromarray(loaded.rgb), (width, height), Image.Resampling.LANCZOS)
     return np.asarray(fitted)
 
 
@@ -76,5 +79,7 @@ def make_background(spec: str, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return blurred_background(rgb, mask)
     if Path(spec).is_file():
         return image_background(spec, width, height)
+    if Path(spec).suffix.lower() in Image.registered_extensions():
+        raise UserError(f"background image {spec} not found: check the path")
     colour = parse_colour(spec)
     return np.broadcast_to(np.asarray(colour, dtype=np.uint8), (height, width, 3))
