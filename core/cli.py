@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from . import __version__, composite
-from .catalogue import default_model_name, get_model, installed_model_names, model_names
+from .catalogue import default_model_name, get_model, installed_model_names, model_names, verified_model_path
 from .errors import UserError
 from .imageio import DEFAULT_MAX_MEGAPIXELS, load_image
 from .pipeline import Options, remove_background
+from .worker import MAX_THREADS
 
 log = logging.getLogger("ai_remove_background")
 
@@ -35,6 +39,24 @@ JPEG_QUALITY = 95
 class Job:
     source: Path
     target: Path
+
+
+def finite_float(text: str) -> float:
+    """Parse a number for argparse, rejecting nan and inf."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: expected a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: expected more than 0")
+    return value
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -55,16 +77,17 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-refine", dest="refine", action="store_false",
                         help="plain bilinear upsampling of the model's mask instead of edge-aware refinement")
     parser.add_argument("--threshold", type=int, metavar="LEVEL", help="make the mask binary at LEVEL (0-255)")
-    parser.add_argument("--grow", type=float, default=0.0, metavar="PX",
+    parser.add_argument("--grow", type=finite_float, default=0.0, metavar="PX",
                         help="grow the mask by PX pixels; negative values shrink it")
-    parser.add_argument("--feather", type=float, default=0.0, metavar="PX", help="feather radius in pixels")
+    parser.add_argument("--feather", type=finite_float, default=0.0, metavar="PX", help="feather radius in pixels")
     parser.add_argument("--invert", action="store_true", help="keep the background and remove the subject")
     parser.add_argument("--hint-mask", type=Path, metavar="FILE",
                         help="a grayscale mask of the same size: its black and white pixels are kept, "
                         "the grey ones are solved again (one input only)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    parser.add_argument("--threads", type=int, metavar="N", help="inference threads (default: automatic)")
-    parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help=f"inference threads, 0 to {MAX_THREADS} (default: automatic)")
+    parser.add_argument("--max-megapixels", type=positive_float, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",
                         help="reject larger images (default: %(default)g)")
     parser.add_argument("--list-models", action="store_true", help="list the models and exit")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -85,8 +108,13 @@ def collect_inputs(inputs: list[Path]) -> tuple[list[Path], bool]:
     for item in inputs:
         if item.is_dir():
             has_folder = True
-            found = sorted(path for path in item.iterdir()
-                           if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."))
+            try:
+                found = sorted(path for path in item.iterdir()
+                               if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."))
+            except OSError as error:
+                raise UserError(
+                    f"cannot list the folder {item} ({error.strerror or error}): check its permissions"
+                ) from None
             if not found:
                 log.warning("%s: no image files in this folder", item)
             files.extend(found)
@@ -184,6 +212,13 @@ def process(job: Job, arguments: argparse.Namespace, options: Options) -> None:
 def configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format=f"{PROGRAM}: %(message)s")
+    warnings.showwarning = log_warning
+
+
+def log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                file: TextIO | None = None, line: str | None = None) -> None:
+    """Log a Python warning as one line, shown with -v, instead of Python's two-line form on stderr."""
+    log.info("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
 
 
 def validate_arguments(arguments: argparse.Namespace, options: Options, job_count: int) -> None:
@@ -192,11 +227,11 @@ def validate_arguments(arguments: argparse.Namespace, options: Options, job_coun
         raise UserError("--mask and --background exclude each other: choose one")
     if arguments.hint_mask is not None and job_count != 1:
         raise UserError(f"--hint-mask needs exactly one input image, got {job_count}")
-    if arguments.threads is not None and arguments.threads < 0:
-        raise UserError(f"invalid --threads {arguments.threads}: expected 0 (automatic) or more")
-    model = get_model(options.model)
-    if model.name not in installed_model_names():
-        raise UserError(f"model {model.name} is not installed: run 'python3 install.py --models {model.name}'")
+    if arguments.threads is not None and not 0 <= arguments.threads <= MAX_THREADS:
+        raise UserError(f"invalid --threads {arguments.threads}: expected 0 (automatic) to {MAX_THREADS}")
+    # Check the model file's size and sha256 before any image is read, so that a damaged download
+    # fails once, with its file name, instead of once per image.
+    verified_model_path(get_model(options.model))
 
 
 def list_models() -> None:
@@ -222,15 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     options = Options(model=arguments.model, refine=arguments.refine, threshold=arguments.threshold,
                       grow=arguments.grow, feather=arguments.feather, invert=arguments.invert,
                       threads=arguments.threads)
-    files, has_folder = collect_inputs(arguments.inputs)
-    folder_output = arguments.output is not None and (
-        has_folder or len(files) > 1 or arguments.output.is_dir() or str(arguments.output).endswith(os.sep))
     try:
+        files, has_folder = collect_inputs(arguments.inputs)
         validate_arguments(arguments, options, len(files))
     except UserError as error:
         print(f"{PROGRAM}: {error}", file=sys.stderr)
         return 2
 
+    folder_output = arguments.output is not None and (
+        has_folder or len(files) > 1 or arguments.output.is_dir() or str(arguments.output).endswith(os.sep))
     jobs = plan_jobs(files, arguments.output, folder_output, arguments.mask)
     problems = check_targets(jobs, arguments.overwrite)
     failures = 0
