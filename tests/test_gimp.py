@@ -1,0 +1,659 @@
+"""The GIMP 3 plug-in inside real GIMP 3.0, from the editor chroot (tests/editors/chroot.sh).
+
+The plug-in is installed with installer.gimp into a private GIMP configuration folder, and finds
+the engine through the engine.json it writes, as on a user's machine. Each batch starts GIMP once
+and runs many cases through tests/editors/gimp_driver.py; the asserts are here. Reference masks
+come from the engine's CLI run on the very pixels of each layer, which the driver exports as PNG
+before running the filter.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from editors.host import CHECKOUT, EditorHost
+from editors.xcf_reader import read_xcf
+
+pytestmark = pytest.mark.gimp
+
+DRIVER = CHECKOUT / "tests" / "editors" / "gimp_driver.py"
+INSTALLER = CHECKOUT / "tests" / "editors" / "gimp_install.py"
+SAMPLES = CHECKOUT / "samples"
+GIMP_BATCH = "gimp-console-3.0 -i --batch-interpreter=python-fu-eval -b - --quit"
+CATALOGUE = json.loads((CHECKOUT / "models" / "catalogue.json").read_text(encoding="utf-8"))
+# Allowed difference between two masks of the same pixels. GIMP's masks matched the CLI's exactly
+# when measured; one level leaves room for rounding in the u16 and float sample conversions.
+MASK_TOLERANCE = 1
+FAST_MODEL = "u2netp"
+ORANGE = "#ff8000"
+
+
+@dataclass
+class GimpSession:
+    """A private GIMP configuration folder with the plug-in installed, and a folder for outputs."""
+
+    host: EditorHost
+    run_dir: str  # path inside the chroot
+    gimp_dir: str  # path inside the chroot
+
+    def path(self, chroot_path: str) -> Path:
+        return self.host.host_path(chroot_path)
+
+    def run_gimp(self, name: str, cases: list[dict], dialog: bool = False) -> dict:
+        """Run the driver on `cases` in one GIMP start and return its results.json."""
+        output_dir = f"{self.run_dir}/{name}"
+        self.path(output_dir).mkdir()
+        job = f"{output_dir}/job.json"
+        self.path(job).write_text(json.dumps({"output_dir": output_dir, "cases": cases, "dialog": dialog}))
+        command = f"{GIMP_BATCH} < {shlex.quote(str(DRIVER))}"
+        if dialog:
+            # The dialog needs a display. xvfb-run hangs when it is PID 1, so bash stays in front.
+            command = f"xvfb-run -a -s '-screen 0 1280x1024x24 -nolisten tcp' {command}; exit $?"
+        result = self.host.run(
+            ["bash", "-c", command],
+            env={"GIMP3_DIRECTORY": self.gimp_dir, "AIRB_GIMP_JOB": job},
+            timeout=900,
+        )
+        log = f"exit status {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        assert result.returncode == 0, f"GIMP batch {name!r} failed: {log}"
+        results_path = self.path(f"{output_dir}/results.json")
+        assert results_path.exists(), f"GIMP batch {name!r} wrote no results: {log}"
+        results = json.loads(results_path.read_text())
+        results["log"] = log
+        return results
+
+    def cli_masks(self, sources: list[str], model: str, options: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the engine's CLI once on several PNGs; return {source path: mask}."""
+        options = options or []
+        tag = "-".join([model] + [option.strip("-") for option in options])
+        output_dir = f"{self.run_dir}/cli-{tag}-{len(list(self.path(self.run_dir).iterdir()))}"
+        # An existing folder makes -o a folder even for one input.
+        self.path(output_dir).mkdir()
+        cli = str(Path(self.host.engine_python).parent / "ai-remove-background")
+        result = self.host.run([cli, *sources, "--mask", "--model", model, *options, "-o", output_dir], timeout=900)
+        assert result.returncode == 0, f"the CLI failed:\n{result.stdout}\n{result.stderr}"
+        return {source: load_png(self.path(f"{output_dir}/{Path(source).stem}.png")) for source in sources}
+
+
+def load_png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.array(image)
+
+
+def write_source_png(session: GimpSession, sample: str) -> str:
+    """Convert a sample JPEG to PNG, so GIMP and the CLI read the same pixels (their JPEG decoders differ)."""
+    target = f"{session.run_dir}/{Path(sample).stem}.png"
+    with Image.open(SAMPLES / sample) as image:
+        image.convert("RGB").save(session.path(target))
+    return target
+
+
+@pytest.fixture(scope="module")
+def gimp(editor_host: EditorHost) -> GimpSession:
+    run_dir = editor_host.new_run_dir()
+    session = GimpSession(editor_host, run_dir, f"{run_dir}/gimp3")
+    installed = editor_host.run(
+        ["python3", str(INSTALLER), editor_host.engine_python, editor_host.models_dir, f"{run_dir}/manifest.json"],
+        env={"GIMP3_DIRECTORY": session.gimp_dir},
+    )
+    assert installed.returncode == 0, f"installing the plug-in failed:\n{installed.stdout}\n{installed.stderr}"
+    return session
+
+
+@pytest.fixture(scope="module")
+def sources(gimp: GimpSession) -> dict[str, str]:
+    return {"astronaut": write_source_png(gimp, "astronaut.jpg"), "chelsea": write_source_png(gimp, "chelsea.jpg")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches: each starts GIMP once
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photo_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
+    """The real photos with the default model (no model argument), and the astronaut with rvm."""
+    cases = [
+        {"name": "astronaut", "source": sources["astronaut"], "save": True},
+        {"name": "chelsea", "source": sources["chelsea"], "save": True},
+        {"name": "astronaut rvm", "source": sources["astronaut"], "args": {"model": "rvm"}},
+    ]
+    return gimp.run_gimp("photos", cases)
+
+
+def fast(case: dict) -> dict:
+    """Use the fast model unless the case names one."""
+    case.setdefault("args", {}).setdefault("model", FAST_MODEL)
+    return case
+
+
+@pytest.fixture(scope="module")
+def layer_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
+    """Layer geometry, image modes and precisions, alpha, existing masks, outputs and refusals."""
+    cat, astronaut = sources["chelsea"], sources["astronaut"]
+    cases = [
+        {"name": "offset", "source": cat, "canvas": [600, 420], "offset": [90, 70], "save": True},
+        {"name": "negative offset", "source": cat, "canvas": [300, 200], "offset": [-80, -50], "save": True},
+        # The fast model finds almost no subject in the grey cat, so this case uses the default one.
+        {"name": "grayscale", "source": cat, "mode": "gray", "save": True, "args": {"model": "isnet"}},
+        {"name": "indexed", "source": cat, "mode": "indexed", "save": True},
+        {"name": "16-bit", "source": cat, "precision": "U16_NON_LINEAR", "save": True},
+        {"name": "32-bit float", "source": cat, "precision": "FLOAT_LINEAR", "save": True},
+        {"name": "alpha", "source": cat, "alpha": "ramp", "save": True},
+        {"name": "mask replace", "source": cat, "existing_mask": "ramp", "args": {"existing-mask": "replace"}},
+        {"name": "mask intersect", "source": cat, "existing_mask": "ramp", "args": {"existing-mask": "intersect"}},
+        {"name": "mask keep", "source": cat, "existing_mask": "ramp", "args": {"existing-mask": "keep"}},
+        {"name": "output selection", "source": cat, "canvas": [400, 300], "offset": [-40, 30],
+         "args": {"output": "selection"}},
+        {"name": "output new layer", "source": cat, "args": {"output": "new-layer"}, "save": True},
+        {"name": "output colour", "source": cat, "args": {"output": "background-colour", "background-colour": ORANGE},
+         "save": True},
+        {"name": "output blur", "source": cat, "selection": [50, 50, 200, 150],
+         "args": {"output": "background-blur", "blur-radius": 8.0, "selection-only": False}},
+        {"name": "selection limit", "source": cat, "canvas": [500, 340], "offset": [30, 20],
+         "selection": [180, 20, 300, 300]},
+        {"name": "selection misses layer", "source": cat, "canvas": [800, 600], "selection": [600, 400, 100, 100]},
+        {"name": "layer group", "source": cat, "canvas": [500, 340], "offset": [25, 15], "target": "group",
+         "save": True},
+        {"name": "text layer", "source": cat, "target": "text"},
+        {"name": "two layers", "source": cat, "canvas": [800, 700], "second_source": astronaut,
+         "second_offset": [200, 150], "target": "both layers"},
+        {"name": "channel", "source": cat, "target": "channel", "export_source": False},
+        {"name": "layer mask", "source": cat, "target": "layer mask", "export_source": False},
+        {"name": "options", "source": cat,
+         "args": {"invert": True, "grow": 3, "feather": 2.0, "refine-edges": False}},
+        {"name": "cancel", "source": astronaut, "cancel": True, "args": {"model": "isnet"}},
+    ]
+    return gimp.run_gimp("layers", [fast(case) for case in cases])
+
+
+@pytest.fixture(scope="module")
+def dialog_run(gimp: GimpSession) -> dict:
+    return gimp.run_gimp("dialog", [], dialog=True)
+
+
+@pytest.fixture(scope="module")
+def references(gimp: GimpSession, photo_run: dict, layer_run: dict) -> dict[tuple[str, str], np.ndarray]:
+    """CLI masks of every exported layer, keyed by (case name, layer name)."""
+    groups: dict[tuple[str, tuple[str, ...]], list[tuple[str, str, str]]] = {}
+    for run in (photo_run, layer_run):
+        for name, case in run["cases"].items():
+            options: tuple[str, ...] = ()
+            if name == "options":
+                options = ("--invert", "--grow", "3", "--feather", "2", "--no-refine")
+            model = case_model(name)
+            for layer_name, source in case.get("source_pngs", {}).items():
+                groups.setdefault((model, options), []).append((name, layer_name, source))
+    masks = {}
+    for (model, options), entries in groups.items():
+        computed = gimp.cli_masks([source for _, _, source in entries], model, list(options))
+        for name, layer_name, source in entries:
+            masks[(name, layer_name)] = computed[source]
+    return masks
+
+
+def case_model(name: str) -> str:
+    if name in ("astronaut", "chelsea"):
+        return CATALOGUE["default_model"]
+    if name == "astronaut rvm":
+        return "rvm"
+    if name in ("cancel", "grayscale"):
+        return "isnet"
+    return FAST_MODEL
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading results
+# ---------------------------------------------------------------------------------------------
+
+
+def case_result(run: dict, name: str) -> dict:
+    case = run["cases"][name]
+    assert "driver_error" not in case, f"the driver failed on {name!r}:\n{case['driver_error']}\n{run['log']}"
+    return case
+
+
+def successful(run: dict, name: str) -> dict:
+    case = case_result(run, name)
+    assert case["status"] == "success", f"{name!r} returned {case['status']}: {case['message']}\n{run['log']}"
+    return case
+
+
+def layer_entry(case: dict, name: str) -> dict:
+    for entry in case["image"]["layers"]:
+        if entry["name"] == name:
+            return entry
+    raise AssertionError(f"no layer {name!r} after {case['name']!r}: {[e['name'] for e in case['image']['layers']]}")
+
+
+def raw_plane(session: GimpSession, path: str, width: int, height: int, channels: int = 1) -> np.ndarray:
+    data = np.frombuffer(session.path(path).read_bytes(), dtype=np.uint8)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return data.reshape(shape)
+
+
+def layer_mask(session: GimpSession, case: dict, name: str = "photo") -> np.ndarray:
+    entry = layer_entry(case, name)
+    assert entry["mask"] is not None, f"layer {name!r} has no mask after {case['name']!r}"
+    return raw_plane(session, entry["mask"], entry["width"], entry["height"])
+
+
+def layer_pixels(session: GimpSession, case: dict, name: str) -> np.ndarray:
+    entry = layer_entry(case, name)
+    return raw_plane(session, entry["pixels"], entry["width"], entry["height"], 4)
+
+
+def selection(session: GimpSession, case: dict) -> np.ndarray | None:
+    image = case["image"]
+    if image["selection"] is None:
+        return None
+    return raw_plane(session, image["selection"], image["width"], image["height"])
+
+
+def assert_masks_close(actual: np.ndarray, expected: np.ndarray, tolerance: int = MASK_TOLERANCE) -> None:
+    assert actual.shape == expected.shape, f"mask is {actual.shape}, expected {expected.shape}"
+    difference = np.abs(actual.astype(np.int16) - expected.astype(np.int16))
+    over = np.argwhere(difference > tolerance)
+    assert len(over) == 0, (
+        f"{len(over)} of {difference.size} pixels differ by more than {tolerance} "
+        f"(max {difference.max()}); first at (row, column) {over[:5].tolist()}"
+    )
+
+
+def assert_has_subject(mask: np.ndarray) -> None:
+    """A real photo's mask keeps a subject and removes a background: neither empty nor full."""
+    subject = (mask > 127).mean()
+    assert 0.05 < subject < 0.95, f"{subject:.1%} of the mask is subject, expected between 5% and 95%"
+
+
+def place_on_canvas(mask: np.ndarray, offsets: list[int], width: int, height: int) -> np.ndarray:
+    """Return the canvas-sized plane that a layer mask at `offsets` covers, 0 elsewhere."""
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    left, top = offsets
+    mask_height, mask_width = mask.shape
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + mask_width, width), min(top + mask_height, height)
+    if x1 > x0 and y1 > y0:
+        canvas[y0:y1, x0:x1] = mask[y0 - top:y1 - top, x0 - left:x1 - left]
+    return canvas
+
+
+def ramp_mask(width: int, height: int) -> np.ndarray:
+    """The existing mask the driver paints: 0 at the top row rising to 255 at the bottom row."""
+    column = np.round(255 * np.arange(height) / (height - 1)).astype(np.uint8)
+    return np.repeat(column[:, None], width, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration and dialog
+# ---------------------------------------------------------------------------------------------
+
+
+def test_menu_entry_under_filters(photo_run):
+    assert photo_run["registered"], f"plug-in-ai-remove-background is not registered:\n{photo_run['log']}"
+    procedure = photo_run["procedure"]
+    assert procedure["menu_paths"] == ["<Image>/Filters"]
+    assert procedure["menu_label"] == "AI Remove Background…"
+    assert procedure["image_types"] == "*"
+
+
+def test_procedure_accepts_several_layers(photo_run):
+    procedure = photo_run["procedure"]
+    flags = procedure["drawable_flags"]
+    assert procedure["sensitivity"] & flags["drawable"]
+    assert procedure["sensitivity"] & flags["drawables"]
+
+
+def test_model_choices_match_catalogue(photo_run):
+    model = photo_run["procedure"]["arguments"]["model"]
+    assert model["choices"] == list(CATALOGUE["models"])
+    assert model["default"] == CATALOGUE["default_model"]
+
+
+def test_argument_defaults(photo_run):
+    arguments = photo_run["procedure"]["arguments"]
+    assert arguments["output"]["choices"] == [
+        "mask", "selection", "new-layer", "background-colour", "background-blur"
+    ]
+    assert arguments["output"]["default"] == "mask"
+    assert arguments["existing-mask"]["choices"] == ["replace", "intersect", "keep"]
+    assert arguments["existing-mask"]["default"] == "replace"
+    assert arguments["refine-edges"]["default"] is True
+    assert arguments["grow"]["default"] == 0
+    assert arguments["feather"]["default"] == 0.0
+    assert arguments["invert"]["default"] is False
+    assert arguments["selection-only"]["default"] is True
+
+
+def test_dialog_has_widget_per_argument(dialog_run):
+    dialog = dialog_run["dialog"]
+    assert "error" not in dialog, f"building the dialog failed:\n{dialog.get('error')}\n{dialog_run['log']}"
+    assert dialog["title"] == "AI Remove Background"
+    missing = [name for name, widget in dialog["widgets"].items() if widget is None]
+    assert missing == [], f"no dialog widget for {missing}"
+    assert set(dialog["widgets"]) == {
+        "model", "refine-edges", "grow", "feather", "invert", "output", "existing-mask",
+        "selection-only", "background-colour", "blur-radius",
+    }
+
+
+def test_installed_script_layout(gimp):
+    folder = gimp.path(f"{gimp.gimp_dir}/plug-ins/ai-remove-background")
+    script = folder / "ai-remove-background.py"
+    assert script.stat().st_mode & 0o111, "the script is not executable"
+    content = script.read_bytes()
+    assert content.startswith(b"#!/usr/bin/env python3\n")
+    assert b"\r\n" not in content
+    assert (folder / "worker_client.py").is_file()
+    assert (folder / "catalogue.json").is_file()
+    engine = json.loads((folder / "engine.json").read_text())
+    assert engine["python"] == gimp.host.engine_python
+
+
+# ---------------------------------------------------------------------------------------------
+# Real photos
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "astronaut rvm"])
+def test_photo_mask_matches_cli(gimp, photo_run, references, name):
+    case = successful(photo_run, name)
+    mask = layer_mask(gimp, case)
+    assert_has_subject(mask)
+    assert_masks_close(mask, references[(name, "photo")])
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea"])
+def test_saved_xcf_mask_matches_gimp(gimp, photo_run, name):
+    case = successful(photo_run, name)
+    xcf = read_xcf(gimp.path(case["xcf"]))
+    layer = xcf.layer("photo")
+    assert layer.mask is not None, "the saved .xcf has no layer mask"
+    np.testing.assert_array_equal(xcf.mask_u8(layer.mask), layer_mask(gimp, case))
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea"])
+def test_exported_png_alpha_is_mask(gimp, photo_run, name):
+    case = successful(photo_run, name)
+    png = load_png(gimp.path(case["png"]))
+    assert png.shape[2:] == (4,), f"exported PNG has shape {png.shape}, expected RGBA"
+    np.testing.assert_array_equal(png[:, :, 3], layer_mask(gimp, case))
+
+
+def test_mask_output_leaves_no_side_effects(photo_run):
+    case = successful(photo_run, "astronaut")
+    assert case["image"]["channels"] == [], "a temporary channel was left in the image"
+    assert case["image"]["selected_layers"] == ["photo"]
+    assert case["image"]["selection"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry, modes and precisions
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["offset", "negative offset", "grayscale", "indexed", "16-bit", "32-bit float"])
+def test_layer_mask_matches_cli(gimp, layer_run, references, name):
+    case = successful(layer_run, name)
+    mask = layer_mask(gimp, case)
+    assert_has_subject(mask)
+    assert_masks_close(mask, references[(name, "photo")])
+
+
+@pytest.mark.parametrize("name", ["offset", "negative offset"])
+def test_offset_layer_keeps_geometry(gimp, layer_run, name):
+    case = successful(layer_run, name)
+    entry = layer_entry(case, "photo")
+    expected_offsets = {"offset": [90, 70], "negative offset": [-80, -50]}[name]
+    assert entry["offsets"] == expected_offsets
+    assert (entry["width"], entry["height"]) == (451, 300)
+    xcf = read_xcf(gimp.path(case["xcf"]))
+    assert list(xcf.layer("photo").offsets) == expected_offsets
+
+
+@pytest.mark.parametrize("name", ["offset", "negative offset"])
+def test_offset_png_alpha_is_mask_on_canvas(gimp, layer_run, name):
+    case = successful(layer_run, name)
+    image = case["image"]
+    expected = place_on_canvas(layer_mask(gimp, case), layer_entry(case, "photo")["offsets"],
+                               image["width"], image["height"])
+    png = load_png(gimp.path(case["png"]))
+    np.testing.assert_array_equal(png[:, :, 3], expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "precision"),
+    [("offset", 150), ("grayscale", 150), ("indexed", 150), ("16-bit", 250), ("32-bit float", 600)],
+)
+def test_saved_xcf_mask_in_any_precision(gimp, layer_run, name, precision):
+    case = successful(layer_run, name)
+    xcf = read_xcf(gimp.path(case["xcf"]))
+    assert xcf.precision == precision
+    layer = xcf.layer("photo")
+    assert layer.mask is not None, f"the saved .xcf of {name!r} has no layer mask"
+    np.testing.assert_array_equal(xcf.mask_u8(layer.mask), layer_mask(gimp, case))
+
+
+def test_image_mode_and_precision_kept(layer_run):
+    assert successful(layer_run, "grayscale")["image"]["base_type"] == "gray"
+    assert successful(layer_run, "indexed")["image"]["base_type"] == "indexed"
+    assert successful(layer_run, "16-bit")["image"]["precision"] == "u16-non-linear"
+    assert successful(layer_run, "32-bit float")["image"]["precision"] == "float-linear"
+
+
+# ---------------------------------------------------------------------------------------------
+# Transparency and existing masks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mask_respects_layer_alpha(gimp, layer_run, references):
+    case = successful(layer_run, "alpha")
+    mask = layer_mask(gimp, case)
+    alpha = layer_pixels(gimp, case, "photo")[:, :, 3]
+    assert (mask[alpha == 0] == 0).all(), "the mask keeps fully transparent pixels"
+    assert (mask <= alpha.astype(np.int16) + MASK_TOLERANCE).all(), "the mask exceeds the layer's alpha"
+    assert_masks_close(mask, references[("alpha", "photo")])
+
+
+def test_alpha_png_combines_alpha_and_mask(gimp, layer_run):
+    case = successful(layer_run, "alpha")
+    mask = layer_mask(gimp, case).astype(np.float64)
+    alpha = layer_pixels(gimp, case, "photo")[:, :, 3].astype(np.float64)
+    png = load_png(gimp.path(case["png"]))
+    assert_masks_close(png[:, :, 3], np.round(mask * alpha / 255).astype(np.uint8))
+
+
+def test_existing_mask_replaced(gimp, layer_run, references):
+    case = successful(layer_run, "mask replace")
+    assert_masks_close(layer_mask(gimp, case), references[("mask replace", "photo")])
+
+
+def test_existing_mask_intersected(gimp, layer_run, references):
+    case = successful(layer_run, "mask intersect")
+    mask = layer_mask(gimp, case)
+    reference = references[("mask intersect", "photo")].astype(np.int32)
+    old = ramp_mask(mask.shape[1], mask.shape[0]).astype(np.int32)
+    assert_masks_close(mask, ((reference * old + 127) // 255).astype(np.uint8))
+
+
+def test_existing_mask_kept_result_selected(gimp, layer_run, references):
+    case = successful(layer_run, "mask keep")
+    mask = layer_mask(gimp, case)
+    np.testing.assert_array_equal(mask, ramp_mask(mask.shape[1], mask.shape[0]))
+    selected = selection(gimp, case)
+    assert selected is not None, "no selection was made"
+    assert_masks_close(selected, references[("mask keep", "photo")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_output_selection_on_canvas(gimp, layer_run, references):
+    case = successful(layer_run, "output selection")
+    assert layer_entry(case, "photo")["mask"] is None, "the selection output added a layer mask"
+    selected = selection(gimp, case)
+    assert selected is not None, "no selection was made"
+    image = case["image"]
+    expected = place_on_canvas(references[("output selection", "photo")], [-40, 30], image["width"], image["height"])
+    assert_masks_close(selected, expected)
+    assert image["channels"] == [], "the temporary channel was left in the image"
+
+
+def test_output_new_layer_with_transparency(gimp, layer_run, references):
+    case = successful(layer_run, "output new layer")
+    layers = case["image"]["layers"]
+    assert [entry["name"] for entry in layers] == ["photo (cut out)", "photo"]
+    original = layer_entry(case, "photo")
+    assert original["mask"] is None
+    assert original["visible"] is False
+    cutout = layer_entry(case, "photo (cut out)")
+    assert cutout["mask"] is None
+    assert cutout["visible"] is True
+    pixels = layer_pixels(gimp, case, "photo (cut out)")
+    assert_masks_close(pixels[:, :, 3], references[("output new layer", "photo")])
+    subject = pixels[:, :, 3] == 255
+    np.testing.assert_array_equal(pixels[subject][:, :3], layer_pixels(gimp, case, "photo")[subject][:, :3])
+    assert case["image"]["selected_layers"] == ["photo (cut out)"]
+
+
+def test_output_colour_background(gimp, layer_run, references):
+    case = successful(layer_run, "output colour")
+    assert [entry["name"] for entry in case["image"]["layers"]] == ["photo", "photo background"]
+    assert_masks_close(layer_mask(gimp, case), references[("output colour", "photo")])
+    background = layer_pixels(gimp, case, "photo background")
+    assert (background.reshape(-1, 4) == [255, 128, 0, 255]).all(), "the background is not the chosen colour"
+    png = load_png(gimp.path(case["png"]))
+    assert (png[:, :, 3] == 255).all(), "the composite is not opaque over the new background"
+    removed = layer_mask(gimp, case) == 0
+    assert (png[removed][:, :3] == [255, 128, 0]).all(), "removed pixels do not show the background colour"
+    assert case["image"]["selected_layers"] == ["photo"]
+
+
+def test_output_blurred_background(gimp, layer_run, references):
+    case = successful(layer_run, "output blur")
+    assert [entry["name"] for entry in case["image"]["layers"]] == ["photo", "photo background"]
+    assert_masks_close(layer_mask(gimp, case), references[("output blur", "photo")])
+    original = layer_pixels(gimp, case, "photo").astype(np.float64)
+    blurred = layer_pixels(gimp, case, "photo background").astype(np.float64)
+    assert blurred.shape == original.shape
+
+    def roughness(pixels: np.ndarray) -> float:
+        return float(np.abs(np.diff(pixels[:, :, :3], axis=1)).mean())
+
+    # The blur covers the whole layer, not only the selection that was active.
+    for region in (np.s_[60:190, 60:240], np.s_[220:290, 300:440]):
+        assert roughness(blurred[region]) < 0.5 * roughness(original[region])
+    # GIMP blurs in linear light, which brightens the perceptual mean a little (3 levels here).
+    assert abs(blurred[:, :, :3].mean() - original[:, :, :3].mean()) < 6
+    assert layer_entry(case, "photo background")["mask"] is None
+
+
+def test_output_blur_keeps_selection(gimp, layer_run):
+    case = successful(layer_run, "output blur")
+    selected = selection(gimp, case)
+    assert selected is not None, "the selection was lost"
+    expected = np.zeros_like(selected)
+    expected[50:200, 50:250] = 255
+    np.testing.assert_array_equal(selected, expected)
+
+
+def test_options_reach_engine(gimp, layer_run, references):
+    case = successful(layer_run, "options")
+    mask = layer_mask(gimp, case)
+    assert_masks_close(mask, references[("options", "photo")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection, groups, text and several layers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_selection_limits_search(gimp, layer_run):
+    case = successful(layer_run, "selection limit")
+    mask = layer_mask(gimp, case)
+    # The canvas selection x 180-480, y 20-320 covers x 150-450, y 0-300 of the layer at (30, 20).
+    inside = np.zeros(mask.shape, dtype=bool)
+    inside[0:300, 150:450] = True
+    assert (mask[~inside] == 0).all(), "the mask is not empty outside the selection"
+    assert_has_subject(mask[inside])
+    assert selection(gimp, case) is not None, "the selection was removed"
+
+
+def test_selection_missing_layer_rejected(layer_run):
+    case = case_result(layer_run, "selection misses layer")
+    assert case["status"] == "execution-error"
+    assert "the selection does not overlap the layer 'photo'" in case["message"]
+    assert case["after"] == case["before"], "the image changed although the filter failed"
+
+
+def test_group_gets_mask(gimp, layer_run, references):
+    case = successful(layer_run, "layer group")
+    entry = layer_entry(case, "group")
+    assert entry["type"] == "GroupLayer"
+    assert entry["offsets"] == [25, 15]
+    mask = layer_mask(gimp, case, "group")
+    assert_has_subject(mask)
+    assert_masks_close(mask, references[("layer group", "group")])
+    assert layer_entry(case, "photo")["mask"] is None
+    xcf = read_xcf(gimp.path(case["xcf"]))
+    np.testing.assert_array_equal(xcf.mask_u8(xcf.layer("group").mask), mask)
+
+
+def test_text_layer_stays_text(gimp, layer_run):
+    case = successful(layer_run, "text layer")
+    entry = layer_entry(case, "Cat")
+    assert entry["type"] == "TextLayer"
+    mask = layer_mask(gimp, case, "Cat")
+    alpha = layer_pixels(gimp, case, "Cat")[:, :, 3]
+    assert (mask[alpha == 0] == 0).all(), "the mask keeps pixels outside the letters"
+
+
+def test_two_layers_each_get_mask(gimp, layer_run, references):
+    case = successful(layer_run, "two layers")
+    for name in ("photo", "second photo"):
+        mask = layer_mask(gimp, case, name)
+        assert_has_subject(mask)
+        assert_masks_close(mask, references[("two layers", name)])
+    assert sorted(case["image"]["selected_layers"]) == ["photo", "second photo"]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("channel", "'saved' is a channel, and AI Remove Background works on layers"),
+        ("layer mask", "'photo mask' is a layer mask: select the layer 'photo' itself"),
+    ],
+)
+def test_non_layer_drawable_rejected(layer_run, name, message):
+    case = case_result(layer_run, name)
+    assert case["status"] == "execution-error"
+    assert message in case["message"]
+    assert case["after"] == case["before"], "the image changed although the filter failed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Cancel
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cancel_leaves_image_unchanged(layer_run):
+    case = case_result(layer_run, "cancel")
+    assert case["cancel"].get("killed"), f"the plug-in was not killed: {case['cancel']}\n{layer_run['log']}"
+    assert case["status"] != "success"
+    assert case["after"] == case["before"], "the image changed although the filter was cancelled"
+
+
+def test_cancel_stops_worker(layer_run):
+    case = case_result(layer_run, "cancel")
+    assert case["cancel"]["plugin_group_differs_from_gimp"], "the plug-in shares GIMP's process group"
+    assert case["cancel"]["worker_group_is_plugin_group"], "the worker is outside the plug-in's process group"
+    assert case["worker_exited"], "the worker kept running after the plug-in was killed"
