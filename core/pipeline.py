@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from . import refine
-from .catalogue import get_model
+from .catalogue import get_model, installed_model_names
 from .errors import UserError
 from .session import load_model, predict
 
@@ -33,6 +33,7 @@ class Options:
     grow: float = 0.0  # pixels; negative shrinks
     feather: float = 0.0  # Gaussian feather radius in pixels
     invert: bool = False
+    combine: bool = True  # combine with the model's partner in the catalogue, when it is installed
     threads: int | None = None  # inference threads; None: AI_REMOVE_BACKGROUND_THREADS or automatic
 
     def validate(self) -> None:
@@ -70,20 +71,53 @@ def _bounding_box(plane: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
 
 
-def _segment(rgb: np.ndarray, options: Options, progress: ProgressCallback) -> tuple[np.ndarray, str]:
-    """Run the model and bring its probability map to full resolution; return (probability, provider)."""
-    spec = get_model(options.model)
-    progress(0.05, "loading model")
-    loaded = load_model(spec, options.threads)
-    progress(0.15, "inference")
+def _run_model(name: str, rgb: np.ndarray, threads: int | None) -> tuple[np.ndarray, str]:
+    loaded = load_model(get_model(name), threads)
     started = time.perf_counter()
     probability = predict(loaded, rgb)
-    log.debug("model %s ran in %.3f s on %s", spec.name, time.perf_counter() - started, loaded.provider)
+    log.debug("model %s ran in %.3f s on %s", name, time.perf_counter() - started, loaded.provider)
+    return probability, loaded.provider
+
+
+def _partner(options: Options) -> str | None:
+    """Return the installed model to combine with the chosen one, or None."""
+    partner = get_model(options.model).combine_with
+    if not options.combine or partner is None:
+        return None
+    if partner not in installed_model_names():
+        if partner not in _warned_partners:
+            _warned_partners.add(partner)
+            log.warning("model %s is not installed, so secondary objects may be dropped: run "
+                        "'python3 install.py --models %s'", partner, partner)
+        return None
+    return partner
+
+
+_warned_partners: set[str] = set()
+
+
+def _segment(rgb: np.ndarray, options: Options, progress: ProgressCallback) -> tuple[np.ndarray, str]:
+    """Run the model (and its partner) and bring the probability to full resolution.
+
+    Returns (probability, execution provider).
+    """
+    spec = get_model(options.model)
+    progress(0.05, "loading model")
+    load_model(spec, options.threads)
+    progress(0.15, "inference")
+    probability, provider = _run_model(spec.name, rgb, options.threads)
+    partner = _partner(options)
+    if partner is not None:
+        progress(0.6, "inference")
+        extra, _ = _run_model(partner, rgb, options.threads)
+        low_height, low_width = probability.shape
+        probability = np.maximum(probability, refine.resize_float(extra, low_width, low_height))
+
     progress(0.75, "refining")
     height, width = rgb.shape[:2]
     if options.refine:
-        return refine.upsample_guided(probability, rgb), loaded.provider
-    return refine.upsample_plain(probability, width, height), loaded.provider
+        return refine.sharpen(refine.upsample_guided(probability, rgb)), provider
+    return refine.upsample_plain(probability, width, height), provider
 
 
 def remove_background(

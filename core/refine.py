@@ -20,6 +20,10 @@ GUIDE_RADIUS = 4
 GUIDE_EPSILON = 1e-4
 # Rows per strip when applying the coefficients at full resolution.
 STRIP_ROWS = 512
+# Contrast gain around 0.5 after the guided filter: the filter softens flat regions a little,
+# and this gain restores solid subject and background. Chosen on the development set, where a
+# gain of 2 lowered the mean absolute error and the alpha SAD; 1.5 and 3 were both worse.
+EDGE_CONTRAST_GAIN = 2.0
 
 
 def resize_float(values: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -117,6 +121,11 @@ def upsample_guided(probability: np.ndarray, rgb: np.ndarray) -> np.ndarray:
             value += strip_coefficients[channel] * strip[:, :, channel]
         result[rows] = value
     return np.clip(result, 0.0, 1.0)
+
+
+def sharpen(probability: np.ndarray, gain: float = EDGE_CONTRAST_GAIN) -> np.ndarray:
+    """Stretch the contrast around 0.5, so nearly solid values become solid."""
+    return np.clip((probability - 0.5) * gain + 0.5, 0.0, 1.0)
 
 
 def to_u8(probability: np.ndarray) -> np.ndarray:
