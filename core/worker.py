@@ -7,6 +7,7 @@ stdout carries frames only; the log goes to stderr.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from typing import Any, BinaryIO
@@ -24,6 +25,11 @@ from .worker_client import SAMPLE_BYTES, EndOfStream, encode_frame, read_frame
 log = logging.getLogger("ai_remove_background.worker")
 
 PLANE_NAMES = ("hint", "limit")
+OUTPUT_NAMES = {"mask", "foreground"}
+# Upper bound of the threads option and of the CLI's --threads. It catches a mistyped value
+# such as 100000, for which onnxruntime would try to start that many threads.
+# TODO: move this check into Options.validate, which leaves the thread count unbounded.
+MAX_THREADS = 256
 KNOWN_OPTIONS = {"model", "refine", "threshold", "grow", "feather", "invert", "outputs", "threads"}
 
 
@@ -38,7 +44,31 @@ def _positive_int(header: dict[str, Any], key: str) -> int:
     return value
 
 
+def _bool_option(raw: dict[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise UserError(f"invalid option {key} {value!r}: expected true or false")
+    return value
+
+
+def _number_option(raw: dict[str, Any], key: str, default: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"invalid option {key} {value!r}: expected a finite number")
+    return float(value)
+
+
+def _whole_option(raw: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"invalid option {key} {value!r}: expected a whole number from {low} to {high}, or null")
+    return value
+
+
 def parse_options(raw: Any) -> tuple[Options, list[str]]:
+    """Check the request's options object, value types included; return the options and the outputs."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -47,21 +77,21 @@ def parse_options(raw: Any) -> tuple[Options, list[str]]:
     if unknown:
         raise UserError(f"unknown option(s) {', '.join(sorted(unknown))}: expected some of {', '.join(sorted(KNOWN_OPTIONS))}")
     outputs = raw.get("outputs", ["mask"])
-    if not isinstance(outputs, list) or not set(outputs) <= {"mask", "foreground"} or "mask" not in outputs:
+    if (not isinstance(outputs, list) or not all(isinstance(name, str) for name in outputs)
+            or not set(outputs) <= OUTPUT_NAMES or "mask" not in outputs):
         raise UserError(f"invalid outputs {outputs!r}: expected [\"mask\"] or [\"mask\", \"foreground\"]")
-    try:
-        threshold = raw.get("threshold")
-        options = Options(
-            model=raw.get("model"),
-            refine=bool(raw.get("refine", True)),
-            threshold=None if threshold is None else int(threshold),
-            grow=float(raw.get("grow", 0.0)),
-            feather=float(raw.get("feather", 0.0)),
-            invert=bool(raw.get("invert", False)),
-            threads=None if raw.get("threads") is None else int(raw["threads"]),
-        )
-    except (TypeError, ValueError) as error:
-        raise UserError(f"invalid option value: {error}") from None
+    model = raw.get("model")
+    if model is not None and not isinstance(model, str):
+        raise UserError(f"invalid option model {model!r}: expected a model name or null")
+    options = Options(
+        model=model,
+        refine=_bool_option(raw, "refine", True),
+        threshold=_whole_option(raw, "threshold", 0, 255),
+        grow=_number_option(raw, "grow", 0.0),
+        feather=_number_option(raw, "feather", 0.0),
+        invert=_bool_option(raw, "invert", False),
+        threads=_whole_option(raw, "threads", 0, MAX_THREADS),
+    )
     options.validate()
     return options, outputs
 
@@ -70,6 +100,9 @@ class Worker:
     def __init__(self, output: BinaryIO, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
         self.output = output
         self.max_megapixels = max_megapixels
+        # The largest request allowed: four f32 channels and every extra plane at the pixel limit.
+        max_pixels = int(max_megapixels * 1e6)
+        self.max_payload_bytes = max_pixels * (4 * SAMPLE_BYTES["f32"] + len(PLANE_NAMES))
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         self.output.write(encode_frame(header, payload))
@@ -98,10 +131,11 @@ class Worker:
         check_size(width, height, self.max_megapixels, "layer")
         channels = header.get("channels")
         sample = header.get("sample")
-        if sample not in SAMPLE_BYTES:
+        if not isinstance(sample, str) or sample not in SAMPLE_BYTES:
             raise UserError(f"invalid sample {sample!r}: expected u8, u16 or f32")
         planes = header.get("planes", [])
-        if not isinstance(planes, list) or len(set(planes)) != len(planes) or not set(planes) <= set(PLANE_NAMES):
+        if (not isinstance(planes, list) or not all(isinstance(name, str) for name in planes)
+                or len(set(planes)) != len(planes) or not set(planes) <= set(PLANE_NAMES)):
             raise UserError(f"invalid planes {planes!r}: expected a list of distinct names from {PLANE_NAMES}")
         options, outputs = parse_options(header.get("options"))
         if not isinstance(channels, int) or channels not in (1, 2, 3, 4):
@@ -138,14 +172,16 @@ def serve(input_stream: BinaryIO, output_stream: BinaryIO) -> int:
     log.info("worker %s started", __version__)
     while True:
         try:
-            header, payload = read_frame(input_stream)
+            header, payload = read_frame(input_stream, worker.max_payload_bytes)
         except EndOfStream:
             log.info("input closed; worker exits")
             return 0
         except EOFError as error:
+            log.warning("truncated frame (%s); worker exits", error)
             worker.send({"type": "error", "id": None, "code": "protocol", "message": f"truncated frame: {error}"})
             return 1
         except (ValueError, UnicodeDecodeError) as error:
+            log.warning("malformed frame (%s); worker exits", error)
             worker.send({"type": "error", "id": None, "code": "protocol", "message": f"malformed frame: {error}"})
             return 1
 
@@ -169,7 +205,11 @@ def serve(input_stream: BinaryIO, output_stream: BinaryIO) -> int:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return serve(sys.stdin.buffer, sys.stdout.buffer)
+    try:
+        return serve(sys.stdin.buffer, sys.stdout.buffer)
+    except BrokenPipeError:
+        log.info("output closed by the client; worker exits")
+        return 1
 
 
 if __name__ == "__main__":

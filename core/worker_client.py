@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 HEADER_LENGTH = struct.Struct(">I")
 MAX_HEADER_BYTES = 1 << 20
+READ_CHUNK_BYTES = 1 << 20
 ENGINE_FILE_NAME = "engine.json"
 WORKER_MODULE = "ai_remove_background.worker"
 SAMPLE_BYTES = {"u8": 1, "u16": 2, "f32": 4}
@@ -43,11 +44,15 @@ def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
 
 
 def read_exact(stream: Any, size: int) -> bytes:
-    """Read exactly `size` bytes, or raise EOFError if the stream ends first."""
+    """Read exactly `size` bytes, or raise EOFError if the stream ends first.
+
+    Reads at most READ_CHUNK_BYTES at a time, so a header that claims a huge payload costs
+    memory only for the bytes that actually arrive.
+    """
     chunks = []
     remaining = size
     while remaining:
-        chunk = stream.read(remaining)
+        chunk = stream.read(min(remaining, READ_CHUNK_BYTES))
         if not chunk:
             raise EOFError(f"stream ended with {remaining} of {size} bytes missing")
         chunks.append(chunk)
@@ -55,10 +60,11 @@ def read_exact(stream: Any, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(stream: Any) -> tuple[dict[str, Any], bytes]:
+def read_frame(stream: Any, max_payload_bytes: int | None = None) -> tuple[dict[str, Any], bytes]:
     """Read one frame; raise EOFError on end of stream and ValueError on a malformed frame.
 
     A stream that ends exactly between two frames raises EndOfStream, a subclass of EOFError.
+    A payload larger than `max_payload_bytes` is malformed.
     """
     first = stream.read(HEADER_LENGTH.size)
     if not first:
@@ -67,12 +73,17 @@ def read_frame(stream: Any) -> tuple[dict[str, Any], bytes]:
     (header_length,) = HEADER_LENGTH.unpack(length_bytes)
     if header_length > MAX_HEADER_BYTES:
         raise ValueError(f"frame header of {header_length} bytes exceeds {MAX_HEADER_BYTES}")
-    header = json.loads(read_exact(stream, header_length).decode("utf-8"))
+    try:
+        header = json.loads(read_exact(stream, header_length).decode("utf-8"))
+    except RecursionError:
+        raise ValueError("frame header nests JSON arrays or objects too deeply") from None
     if not isinstance(header, dict):
         raise ValueError("frame header is not a JSON object")
     payload_bytes = header.get("payload_bytes", 0)
-    if not isinstance(payload_bytes, int) or payload_bytes < 0:
-        raise ValueError(f"invalid payload_bytes {payload_bytes!r}")
+    if not isinstance(payload_bytes, int) or isinstance(payload_bytes, bool) or payload_bytes < 0:
+        raise ValueError(f"invalid payload_bytes {payload_bytes!r}: expected a whole number of 0 or more")
+    if max_payload_bytes is not None and payload_bytes > max_payload_bytes:
+        raise ValueError(f"payload_bytes {payload_bytes} exceeds the maximum of {max_payload_bytes}")
     return header, read_exact(stream, payload_bytes)
 
 
