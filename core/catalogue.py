@@ -122,7 +122,7 @@ def model_names() -> list[str]:
 def get_model(name: str | None) -> ModelSpec:
     default, models = load_catalogue()
     chosen = name or default
-    if chosen not in models:
+    if not isinstance(chosen, str) or chosen not in models:
         raise UserError(f"unknown model {chosen!r}: choose one of {', '.join(sorted(models))}")
     return models[chosen]
 
@@ -161,7 +161,13 @@ def verified_model_path(spec: ModelSpec) -> Path:
             f"model file {path} has {status.st_size} bytes, expected {spec.size} (truncated or wrong file): "
             f"delete it and {install_hint}"
         )
-    actual = sha256_of_file(path)
+    try:
+        actual = sha256_of_file(path)
+    except OSError as error:
+        raise ModelInvalidError(
+            f"model file {path} could not be read ({error.strerror or error}): check its permissions, or delete "
+            f"it and {install_hint}"
+        ) from None
     if actual != spec.sha256:
         raise ModelInvalidError(
             f"model file {path} has sha256 {actual[:16]}…, expected {spec.sha256[:16]}…: delete it and {install_hint}"
