@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import refine
+from . import matting, refine
 from .catalogue import get_model, installed_model_names
 from .errors import UserError
 from .session import load_model, predict
@@ -132,7 +132,8 @@ def remove_background(
 
     `alpha` is the photo's own transparency: the mask never exceeds it. `limit` restricts the
     search (the model sees only its bounding box, and the mask is multiplied by it). `hint` is a
-    user's mask whose 0 and 255 pixels are kept as they are.
+    user's mask whose 0 and 255 pixels are kept as they are. When it has both, the pixels in
+    between are solved by closed-form matting and the model is not run.
     """
     options = options or Options()
     options.validate()
@@ -144,16 +145,21 @@ def remove_background(
             raise UserError(f"{name} plane is {plane.shape[1]} x {plane.shape[0]}, expected {width} x {height}")
 
     spec = get_model(options.model)
-    mask = np.zeros((height, width), dtype=np.uint8)
     provider = ""
-    box = (slice(0, height), slice(0, width)) if limit is None else _bounding_box(limit > 0)
-    if box is not None:
-        view = _model_view(rgb[box], None if alpha is None else alpha[box])
-        probability, provider = _segment(np.ascontiguousarray(view), options, report)
-        mask[box] = refine.to_u8(probability)
+    if hint is not None and bool((hint == 0).any()) and bool((hint == 255).any()):
+        # The user's mask fixes both sides, so the band between them is solved by matting alone.
+        report(0.2, "refining")
+        mask = refine.to_u8(matting.solve_alpha(_model_view(rgb, alpha), hint))
+    else:
+        mask = np.zeros((height, width), dtype=np.uint8)
+        box = (slice(0, height), slice(0, width)) if limit is None else _bounding_box(limit > 0)
+        if box is not None:
+            view = _model_view(rgb[box], None if alpha is None else alpha[box])
+            probability, provider = _segment(np.ascontiguousarray(view), options, report)
+            mask[box] = refine.to_u8(probability)
+        if hint is not None:
+            mask = np.where(hint == 255, 255, np.where(hint == 0, 0, mask)).astype(np.uint8)
 
-    if hint is not None:
-        mask = np.where(hint == 255, 255, np.where(hint == 0, 0, mask)).astype(np.uint8)
     if options.threshold is not None:
         mask = refine.apply_threshold(mask, options.threshold)
     mask = refine.grow_shrink(mask, options.grow)
