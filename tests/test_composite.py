@@ -1,0 +1,47 @@
+"""Foreground colour estimation: no fringe of the old background on a new one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ai_remove_background.composite import estimate_foreground, over_background
+
+SIZE = 64
+RED = np.array([220.0, 40.0, 30.0])
+BLUE = np.array([20.0, 60.0, 200.0])
+
+
+def soft_edge_composite() -> tuple[np.ndarray, np.ndarray]:
+    ramp = np.clip((np.arange(SIZE, dtype=np.float64) - 26.0) / 12.0, 0.0, 1.0)
+    alpha = np.tile(ramp, (SIZE, 1))
+    rgb = alpha[:, :, np.newaxis] * RED + (1.0 - alpha[:, :, np.newaxis]) * BLUE
+    return np.rint(rgb).astype(np.uint8), np.rint(alpha * 255).astype(np.uint8)
+
+
+def test_foreground_removes_background_colour():
+    rgb, mask = soft_edge_composite()
+    foreground = estimate_foreground(rgb, mask).astype(np.float64)
+    band = (mask > 25) & (mask < 230)
+    photo_error = np.abs(rgb.astype(np.float64)[band] - RED).mean()
+    estimated_error = np.abs(foreground[band] - RED).mean()
+    assert estimated_error < 12
+    assert estimated_error < photo_error / 4
+
+
+def test_foreground_keeps_solid_pixels():
+    rgb, mask = soft_edge_composite()
+    foreground = estimate_foreground(rgb, mask)
+    solid = (mask == 0) | (mask == 255)
+    assert (foreground[solid] == rgb[solid]).all()
+
+
+def test_new_background_has_no_blue_fringe():
+    rgb, mask = soft_edge_composite()
+    white = np.full_like(rgb, 255)
+    naive = over_background(rgb, mask, white).astype(np.float64)
+    cleaned = over_background(estimate_foreground(rgb, mask), mask, white).astype(np.float64)
+    band = (mask > 25) & (mask < 230)
+    # Blue minus red measures the old background's tint over white.
+    naive_tint = (naive[band, 2] - naive[band, 0]).mean()
+    cleaned_tint = (cleaned[band, 2] - cleaned[band, 0]).mean()
+    assert cleaned_tint < naive_tint - 40
