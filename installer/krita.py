@@ -11,11 +11,20 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any
 
-from .common import CHECKOUT, Engine, InstallError, Manifest, copy_owned_folder, remove_owned_path, write_engine_file
+from .common import (
+    CHECKOUT,
+    Engine,
+    InstallError,
+    Manifest,
+    copy_owned_folder,
+    remove_owned_path,
+    write_engine_file,
+)
 
 PLUGIN_NAME = "ai_remove_background"
 SOURCE_DIR = CHECKOUT / "krita_plugin"
@@ -38,10 +47,10 @@ class KritaLocation:
 
 
 def krita_locations(
-    home: Optional[Path] = None,
-    environ: Optional[Mapping[str, str]] = None,
-    platform: Optional[str] = None,
-) -> List[KritaLocation]:
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    platform: str | None = None,
+) -> list[KritaLocation]:
     """Return Krita's per-user folders on this system, each marked found or not.
 
     Linux: ~/.local/share/krita (also used by the AppImage) and ~/.config/kritarc, plus the
@@ -76,12 +85,12 @@ def krita_locations(
 
 
 # ----------------------------------------------------------------------------- kritarc editing
-def _split_lines(text: str) -> Tuple[List[str], str]:
+def _split_lines(text: str) -> tuple[list[str], str]:
     newline = "\r\n" if "\r\n" in text else "\n"
     return text.splitlines(keepends=True), newline
 
 
-def _section_range(lines: List[str], section: str) -> Optional[Tuple[int, int]]:
+def _section_range(lines: list[str], section: str) -> tuple[int, int] | None:
     """Return (header index, end index) of an INI section; end is the next header or the end."""
     header = f"[{section}]"
     for index, line in enumerate(lines):
@@ -97,7 +106,7 @@ def _key_of(line: str) -> str:
     return line.split("=", 1)[0].strip() if "=" in line else ""
 
 
-def set_ini_value(text: str, section: str, key: str, value: str) -> Tuple[str, Optional[str], bool]:
+def set_ini_value(text: str, section: str, key: str, value: str) -> tuple[str, str | None, bool]:
     """Set `key=value` in `[section]`, keeping every other line as it is.
 
     Returns the new text, the key's previous value (None when it was absent) and whether the
@@ -129,7 +138,7 @@ def set_ini_value(text: str, section: str, key: str, value: str) -> Tuple[str, O
     return "".join(lines), None, False
 
 
-def revert_ini_value(text: str, section: str, key: str, previous: Optional[str], section_added: bool) -> str:
+def revert_ini_value(text: str, section: str, key: str, previous: str | None, section_added: bool) -> str:
     """Undo set_ini_value: restore the previous value, or remove the key (and the section we added)."""
     lines, newline = _split_lines(text)
     found = _section_range(lines, section)
@@ -167,7 +176,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 # ----------------------------------------------------------------------------- install
-def _make_folders(folder: Path, created: List[str]) -> None:
+def _make_folders(folder: Path, created: list[str]) -> None:
     """Create `folder` and its missing parents, recording each one created."""
     missing = []
     current = folder
@@ -188,7 +197,7 @@ def _copy_owned_file(source: Path, target: Path, manifest: Manifest) -> None:
     manifest.record(target)
 
 
-def _enable_in_kritarc(kritarc: Path, record: Dict[str, Any]) -> None:
+def _enable_in_kritarc(kritarc: Path, record: dict[str, Any]) -> None:
     changes = record.setdefault("kritarc", {})
     existed = kritarc.is_file()
     text = _read_text(kritarc) if existed else ""
@@ -197,12 +206,11 @@ def _enable_in_kritarc(kritarc: Path, record: Dict[str, Any]) -> None:
         # Only the first install's state counts: later runs find our own "true" there.
         changes[str(kritarc)] = {"previous": previous, "section_added": section_added, "file_created": not existed}
     if new_text != text:
-        if not existed:
-            kritarc.parent.mkdir(parents=True, exist_ok=True)
+        _make_folders(kritarc.parent, record.setdefault("folders_created", []))
         _write_text(kritarc, new_text)
 
 
-def install(engine: Engine, manifest: Manifest, required: bool) -> List[Path]:
+def install(engine: Engine, manifest: Manifest, required: bool) -> list[Path]:
     """Install the plug-in for every Krita found; return the plug-in folders written."""
     targets = [location for location in krita_locations() if location.found]
     if not targets:
@@ -215,7 +223,7 @@ def install(engine: Engine, manifest: Manifest, required: bool) -> List[Path]:
         return []
 
     record = manifest.settings.setdefault(SETTINGS_KEY, {})
-    folders_created: List[str] = record.setdefault("folders_created", [])
+    folders_created: list[str] = record.setdefault("folders_created", [])
     installed = []
     for location in targets:
         pykrita = location.data_dir / "pykrita"
@@ -243,7 +251,7 @@ def install(engine: Engine, manifest: Manifest, required: bool) -> List[Path]:
 
 
 # ----------------------------------------------------------------------------- uninstall
-def uninstall(manifest: Manifest) -> List[Path]:
+def uninstall(manifest: Manifest) -> list[Path]:
     """Remove what install() recorded and revert its kritarc lines; return the plug-in folders removed."""
     record = manifest.settings.get(SETTINGS_KEY)
     if not record:

@@ -205,11 +205,11 @@ class RemoveBackgroundExtension(Extension):
     def _move_backgrounds_down(self, document: Any, moves: list[Any], created: list[str], summary: str) -> None:
         """Move each new background below its layer with Krita's Move Layer Down action.
 
-        The action works on the active node, and Krita makes a node active only after the
-        current event, so each move waits for a timer tick.
+        The action works on the active node. Krita makes a node active only after the current
+        event, and it also activates each node the plug-in just added, so the background is
+        made active again until Krita reports it active, then moved.
         """
         node, background = moves[0]
-        document.setActiveNode(background)
         attempts = [0]
 
         def move_when_active() -> None:
@@ -217,8 +217,10 @@ class RemoveBackgroundExtension(Extension):
             if active is None or active.uniqueId() != background.uniqueId():
                 attempts[0] += 1
                 if attempts[0] < ACTIVATION_POLL_ATTEMPTS:
+                    document.setActiveNode(background)
                     QTimer.singleShot(ACTIVATION_POLL_MS, move_when_active)
                     return
+                logger.warning("layer %r did not become active; it stays above %r", background.name(), node.name())
             else:
                 Krita.instance().action("move_layer_down").trigger()
                 document.waitForDone()
@@ -231,7 +233,8 @@ class RemoveBackgroundExtension(Extension):
             else:
                 self._finish(DONE, summary, created)
 
-        QTimer.singleShot(0, move_when_active)
+        document.setActiveNode(background)
+        QTimer.singleShot(ACTIVATION_POLL_MS, move_when_active)
 
     @staticmethod
     def _summary(requests: list[LayerRequest], options: Options) -> str:

@@ -6,9 +6,12 @@ GUI thread polls the thread's state, drives the progress dialog and hands the re
 
 from __future__ import annotations
 
+import logging
+import signal
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PyQt5.QtCore import QObject, Qt, QTimer
 from PyQt5.QtWidgets import QProgressDialog, QWidget
@@ -21,6 +24,24 @@ DONE = "done"
 CANCELLED = "cancelled"
 FAILED = "error"
 
+logger = logging.getLogger("ai_remove_background")
+
+
+def ignore_broken_pipes() -> Any:
+    """Make writes to a dead worker raise BrokenPipeError instead of killing Krita.
+
+    Krita starts its embedded Python without Python's usual SIGPIPE handling, so on Linux and
+    macOS a write to a worker that was just killed (Cancel) or crashed would end Krita with
+    SIGPIPE. Returns the handler to restore, or None when nothing was changed.
+    """
+    if not hasattr(signal, "SIGPIPE") or signal.getsignal(signal.SIGPIPE) != signal.SIG_DFL:
+        return None
+    try:
+        return signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    except ValueError:  # not on Python's main thread; Krita runs plug-ins on it, so this is unexpected
+        logger.warning("could not ignore SIGPIPE: a worker crash during a request may end Krita")
+        return None
+
 
 class WorkerJob(QObject):
     """Remove the background of each request in turn; report once with `on_finished(job)`."""
@@ -31,7 +52,7 @@ class WorkerJob(QObject):
         requests: list[LayerRequest],
         engine_options: dict[str, Any],
         parent_widget: QWidget | None,
-        on_finished: Callable[["WorkerJob"], None],
+        on_finished: Callable[[WorkerJob], None],
     ) -> None:
         super().__init__(parent_widget)
         self.client = client
@@ -45,6 +66,7 @@ class WorkerJob(QObject):
         self._cancel = threading.Event()
         self._progress = (0, 0.0, "starting the engine")
         self._error: tuple[str, str] | None = None
+        self._restore_sigpipe: Any = None
         self._thread = threading.Thread(target=self._run, name="ai-remove-background", daemon=True)
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -59,6 +81,7 @@ class WorkerJob(QObject):
 
     def start(self) -> None:
         self.started_at = time.monotonic()
+        self._restore_sigpipe = ignore_broken_pipes()
         self.dialog.setValue(0)
         self.dialog.show()
         self._thread.start()
@@ -108,15 +131,18 @@ class WorkerJob(QObject):
                     self._error = ("internal", f"{type(error).__name__}: {error}")
                 return
             if len(mask) != request.width * request.height:
+                message = (f"the engine returned {len(mask)} mask bytes for layer '{request.name}', "
+                           f"expected {request.width * request.height}")
                 with self._lock:
-                    self._error = ("internal", f"the engine returned {len(mask)} mask bytes for layer "
-                                               f"'{request.name}', expected {request.width * request.height}")
+                    self._error = ("internal", message)
                 return
             request.mask = mask
             request.reply = reply
 
     # ----------------------------------------------------------------- GUI thread
     def _poll(self) -> None:
+        if self.dialog.wasCanceled() and not self._cancel.is_set():
+            self.cancel()  # closing the dialog by Escape or its window button cancels too
         with self._lock:
             index, fraction, stage = self._progress
             error = self._error
@@ -129,6 +155,8 @@ class WorkerJob(QObject):
         if self._thread.is_alive():
             return
         self._timer.stop()
+        if self._restore_sigpipe is not None:
+            signal.signal(signal.SIGPIPE, self._restore_sigpipe)
         self.dialog.hide()
         self.dialog.deleteLater()
         if self._cancel.is_set():

@@ -58,15 +58,16 @@ def layer_kind(node: Any) -> str:
 
 
 def target_layers(view: Any, document: Any) -> list[Any]:
-    """Return the layers to work on: every selected layer, else the active one.
+    """Return the layers to work on: every selected layer, or the active one when it is not selected.
 
     A selected mask stands for the layer it belongs to. Raises PluginError naming a layer that
     has no pixels to read (filter layers) or when nothing is selected.
     """
     nodes = list(view.selectedNodes()) if view is not None else []
-    if not nodes:
-        active = document.activeNode()
-        nodes = [active] if active is not None else []
+    active = document.activeNode()
+    if active is not None and active.uniqueId() not in [node.uniqueId() for node in nodes]:
+        # The Layers docker's selection lags behind an active node set by a script.
+        nodes = [active]
     layers: list[Any] = []
     seen: set[str] = set()
     for node in nodes:

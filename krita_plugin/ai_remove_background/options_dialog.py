@@ -20,6 +20,8 @@ from PyQt5.QtWidgets import (
 )
 
 from .options import (
+    BACKGROUND_BLUR,
+    BACKGROUND_COLOR,
     BACKGROUNDS,
     BLUR_LIMIT_PIXELS,
     FEATHER_LIMIT_PIXELS,
@@ -27,8 +29,6 @@ from .options import (
     MODELS,
     OUTPUT_BACKGROUND,
     OUTPUTS,
-    BACKGROUND_BLUR,
-    BACKGROUND_COLOR,
     Options,
 )
 
