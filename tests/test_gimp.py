@@ -9,6 +9,7 @@ before running the filter.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass
@@ -27,6 +28,14 @@ DRIVER = CHECKOUT / "tests" / "editors" / "gimp_driver.py"
 INSTALLER = CHECKOUT / "tests" / "editors" / "gimp_install.py"
 SAMPLES = CHECKOUT / "samples"
 GIMP_BATCH = "gimp-console-3.0 -i --batch-interpreter=python-fu-eval -b - --quit"
+# The full GIMP on a private X server: the chroot call has its own /tmp and network namespace,
+# so display :99 cannot clash with another run.
+GIMP_GUI_BATCH = (
+    "Xvfb :99 -screen 0 1280x1024x24 -nolisten tcp -ac >/dev/null 2>&1 & xvfb=$!; "
+    "for attempt in $(seq 100); do [ -e /tmp/.X11-unix/X99 ] && break; sleep 0.1; done; "
+    "DISPLAY=:99 gimp-3.0 --batch-interpreter=python-fu-eval -b - --quit < {driver}; status=$?; "
+    "kill $xvfb; exit $status"
+)
 CATALOGUE = json.loads((CHECKOUT / "models" / "catalogue.json").read_text(encoding="utf-8"))
 # Allowed difference between two masks of the same pixels. GIMP's masks matched the CLI's exactly
 # when measured; one level leaves room for rounding in the u16 and float sample conversions.
@@ -46,19 +55,21 @@ class GimpSession:
     def path(self, chroot_path: str) -> Path:
         return self.host.host_path(chroot_path)
 
-    def run_gimp(self, name: str, cases: list[dict], dialog: bool = False) -> dict:
-        """Run the driver on `cases` in one GIMP start and return its results.json."""
+    def run_gimp(self, name: str, cases: list[dict], gui: bool = False) -> dict:
+        """Run the driver on `cases` in one GIMP start and return its results.json.
+
+        With `gui`, the full GIMP runs on a private X server, and the driver also builds the
+        plug-in's dialog.
+        """
         output_dir = f"{self.run_dir}/{name}"
         self.path(output_dir).mkdir()
         job = f"{output_dir}/job.json"
-        self.path(job).write_text(json.dumps({"output_dir": output_dir, "cases": cases, "dialog": dialog}))
-        command = f"{GIMP_BATCH} < {shlex.quote(str(DRIVER))}"
-        if dialog:
-            # The dialog needs a display. xvfb-run hangs when it is PID 1, so bash stays in front.
-            command = f"xvfb-run -a -s '-screen 0 1280x1024x24 -nolisten tcp' {command}; exit $?"
+        self.path(job).write_text(json.dumps({"output_dir": output_dir, "cases": cases, "dialog": gui}))
+        driver = shlex.quote(str(DRIVER))
+        command = GIMP_GUI_BATCH.format(driver=driver) if gui else f"{GIMP_BATCH} < {driver}"
         result = self.host.run(
             ["bash", "-c", command],
-            env={"GIMP3_DIRECTORY": self.gimp_dir, "AIRB_GIMP_JOB": job},
+            env={"GIMP3_DIRECTORY": self.gimp_dir, "AIRB_GIMP_JOB": job, "AIRB_GIMP_DRIVER": str(DRIVER)},
             timeout=900,
         )
         log = f"exit status {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
@@ -67,6 +78,7 @@ class GimpSession:
         assert results_path.exists(), f"GIMP batch {name!r} wrote no results: {log}"
         results = json.loads(results_path.read_text())
         results["log"] = log
+        results["job"] = {case["name"]: case for case in cases}
         return results
 
     def cli_masks(self, sources: list[str], model: str, options: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -158,55 +170,78 @@ def layer_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
         {"name": "output blur", "source": cat, "selection": [50, 50, 200, 150],
          "args": {"output": "background-blur", "blur-radius": 8.0, "selection-only": False}},
         {"name": "selection limit", "source": cat, "canvas": [500, 340], "offset": [30, 20],
-         "selection": [180, 20, 300, 300]},
-        {"name": "selection misses layer", "source": cat, "canvas": [800, 600], "selection": [600, 400, 100, 100]},
+         "selection": [180, 20, 300, 300], "reference": False},
+        {"name": "selection misses layer", "source": cat, "canvas": [800, 600], "selection": [600, 400, 100, 100],
+         "reference": False},
         {"name": "layer group", "source": cat, "canvas": [500, 340], "offset": [25, 15], "target": "group",
          "save": True},
-        {"name": "text layer", "source": cat, "target": "text"},
+        {"name": "text layer", "source": cat, "target": "text", "reference": False},
         {"name": "two layers", "source": cat, "canvas": [800, 700], "second_source": astronaut,
          "second_offset": [200, 150], "target": "both layers"},
         {"name": "channel", "source": cat, "target": "channel", "export_source": False},
         {"name": "layer mask", "source": cat, "target": "layer mask", "export_source": False},
-        {"name": "options", "source": cat,
+        {"name": "options", "source": cat, "cli_options": ["--invert", "--grow", "3", "--feather", "2", "--no-refine"],
          "args": {"invert": True, "grow": 3, "feather": 2.0, "refine-edges": False}},
-        {"name": "cancel", "source": astronaut, "cancel": True, "args": {"model": "isnet"}},
+        {"name": "cancel", "source": astronaut, "cancel": True, "args": {"model": "isnet"}, "reference": False},
     ]
     return gimp.run_gimp("layers", [fast(case) for case in cases])
 
 
 @pytest.fixture(scope="module")
-def dialog_run(gimp: GimpSession) -> dict:
-    return gimp.run_gimp("dialog", [], dialog=True)
+def gui_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
+    """The full GIMP: undo and redo with Ctrl+Z and Ctrl+Y, and the dialog driven by its shortcuts."""
+    cat = sources["chelsea"]
+    cases = [
+        fast({"name": "undo colour background", "source": cat, "display": True, "undo": True, "reference": False,
+              "existing_mask": "ramp", "args": {"output": "background-colour"}}),
+        fast({"name": "undo new layer", "source": cat, "display": True, "undo": True, "reference": False,
+              "args": {"output": "new-layer"}}),
+        fast({"name": "undo selection", "source": cat, "display": True, "undo": True, "reference": False,
+              "canvas": [400, 300],
+              "offset": [-40, 30], "args": {"output": "selection"}}),
+        # Alt+I ticks "_Invert", Alt+O presses "_OK". The second run must start from these values.
+        {"name": "dialog invert", "source": cat, "display": True, "cli_options": ["--invert"],
+         "dialog_shortcuts": [["Alt_L", "i"], ["Alt_L", "o"]]},
+        {"name": "dialog remembers", "source": cat, "display": True, "cli_options": ["--invert"],
+         "dialog_shortcuts": [["Alt_L", "o"]]},
+        {"name": "dialog cancel", "source": cat, "display": True, "dialog_shortcuts": [["Escape"]],
+         "reference": False},
+    ]
+    return gimp.run_gimp("gui", cases, gui=True)
+
+
+def reference_masks(session: GimpSession, run: dict) -> dict[tuple[str, str], np.ndarray]:
+    """Return the CLI's masks of every layer a run exported, keyed by (case name, layer name).
+
+    Each case's model and options are those of its procedure arguments; an interactive case
+    uses the default model and names its CLI options itself.
+    """
+    # Many cases export the same pixels, so each distinct file is computed once per model and options.
+    groups: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
+    wanted: list[tuple[str, str, tuple[str, tuple[str, ...]], str]] = []
+    for name, result in run["cases"].items():
+        case = run["job"][name]
+        if not case.get("reference", True):
+            continue
+        key = (case.get("args", {}).get("model", CATALOGUE["default_model"]), tuple(case.get("cli_options", [])))
+        for layer_name, source in result.get("source_pngs", {}).items():
+            content = hashlib.sha256(session.path(source).read_bytes()).hexdigest()
+            representative = groups.setdefault(key, {}).setdefault(content, source)
+            wanted.append((name, layer_name, key, representative))
+    computed: dict[tuple[str, tuple[str, ...]], dict[str, np.ndarray]] = {}
+    for key, files in groups.items():
+        computed[key] = session.cli_masks(list(files.values()), key[0], list(key[1]))
+    return {(name, layer_name): computed[key][source] for name, layer_name, key, source in wanted}
 
 
 @pytest.fixture(scope="module")
 def references(gimp: GimpSession, photo_run: dict, layer_run: dict) -> dict[tuple[str, str], np.ndarray]:
-    """CLI masks of every exported layer, keyed by (case name, layer name)."""
-    groups: dict[tuple[str, tuple[str, ...]], list[tuple[str, str, str]]] = {}
-    for run in (photo_run, layer_run):
-        for name, case in run["cases"].items():
-            options: tuple[str, ...] = ()
-            if name == "options":
-                options = ("--invert", "--grow", "3", "--feather", "2", "--no-refine")
-            model = case_model(name)
-            for layer_name, source in case.get("source_pngs", {}).items():
-                groups.setdefault((model, options), []).append((name, layer_name, source))
-    masks = {}
-    for (model, options), entries in groups.items():
-        computed = gimp.cli_masks([source for _, _, source in entries], model, list(options))
-        for name, layer_name, source in entries:
-            masks[(name, layer_name)] = computed[source]
-    return masks
+    return {**reference_masks(gimp, photo_run), **reference_masks(gimp, layer_run)}
 
 
-def case_model(name: str) -> str:
-    if name in ("astronaut", "chelsea"):
-        return CATALOGUE["default_model"]
-    if name == "astronaut rvm":
-        return "rvm"
-    if name in ("cancel", "grayscale"):
-        return "isnet"
-    return FAST_MODEL
+@pytest.fixture(scope="module")
+def gui_references(gimp: GimpSession, gui_run: dict) -> dict[tuple[str, str], np.ndarray]:
+    return reference_masks(gimp, gui_run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,9 +367,9 @@ def test_argument_defaults(photo_run):
     assert arguments["selection-only"]["default"] is True
 
 
-def test_dialog_has_widget_per_argument(dialog_run):
-    dialog = dialog_run["dialog"]
-    assert "error" not in dialog, f"building the dialog failed:\n{dialog.get('error')}\n{dialog_run['log']}"
+def test_dialog_has_widget_per_argument(gui_run):
+    dialog = gui_run["dialog"]
+    assert "error" not in dialog, f"building the dialog failed:\n{dialog.get('error')}\n{gui_run['log']}"
     assert dialog["title"] == "AI Remove Background"
     missing = [name for name, widget in dialog["widgets"].items() if widget is None]
     assert missing == [], f"no dialog widget for {missing}"
@@ -657,3 +692,40 @@ def test_cancel_stops_worker(layer_run):
     assert case["cancel"]["plugin_group_differs_from_gimp"], "the plug-in shares GIMP's process group"
     assert case["cancel"]["worker_group_is_plugin_group"], "the worker is outside the plug-in's process group"
     assert case["worker_exited"], "the worker kept running after the plug-in was killed"
+
+
+# ---------------------------------------------------------------------------------------------
+# The full GIMP: undo and the dialog
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["undo colour background", "undo new layer", "undo selection"])
+def test_undo_restores_image(gui_run, name):
+    case = successful(gui_run, name)
+    assert case["after"] != case["before"], "the filter changed nothing"
+    assert case["undo_restored"], "one Ctrl+Z did not restore the image as it was before the filter"
+
+
+@pytest.mark.parametrize("name", ["undo colour background", "undo new layer", "undo selection"])
+def test_redo_repeats_result(gui_run, name):
+    case = successful(gui_run, name)
+    assert case["redo_restored"], "Ctrl+Y did not bring back the filter's result"
+
+
+def test_dialog_ok_runs_with_changed_option(gimp, gui_run, gui_references):
+    case = successful(gui_run, "dialog invert")
+    assert case["dialog"].get("pressed"), f"the dialog never appeared: {case['dialog']}"
+    assert_masks_close(layer_mask(gimp, case), gui_references[("dialog invert", "photo")])
+
+
+def test_dialog_remembers_last_values(gimp, gui_run, gui_references):
+    case = successful(gui_run, "dialog remembers")
+    assert case["dialog"].get("pressed"), f"the dialog never appeared: {case['dialog']}"
+    assert_masks_close(layer_mask(gimp, case), gui_references[("dialog remembers", "photo")])
+
+
+def test_dialog_cancel_changes_nothing(gui_run):
+    case = case_result(gui_run, "dialog cancel")
+    assert case["dialog"].get("pressed"), f"the dialog never appeared: {case['dialog']}"
+    assert case["status"] == "cancel"
+    assert case["after"] == case["before"], "the image changed although the dialog was cancelled"

@@ -617,12 +617,14 @@ class AiRemoveBackground(Gimp.PlugIn):
         procedure.set_attribution("ai-remove-background contributors", "GPL-3.0-or-later", "2025")
 
         flags = GObject.ParamFlags.READWRITE
+        # Each label's mnemonic (the letter after "_") is unique in the dialog, whose buttons
+        # already use H, R, C and O (_Help, _Reset, _Cancel, _OK).
         models, default_model = load_model_choices()
         procedure.add_choice_argument(
             "model", "_Model", "AI model that finds the subject", make_choice(models), default_model, flags
         )
         procedure.add_boolean_argument(
-            "refine-edges", "_Refine edges", "Edge-aware refinement of hair and fine outlines", True, flags
+            "refine-edges", "Refine _edges", "Edge-aware refinement of hair and fine outlines", True, flags
         )
         procedure.add_int_argument(
             "grow", "_Grow (px)", "Pixels to grow the mask by; negative values shrink it", -500, 500, 0, flags
@@ -634,7 +636,7 @@ class AiRemoveBackground(Gimp.PlugIn):
             "invert", "_Invert", "Keep the background and remove the subject instead", False, flags
         )
         procedure.add_choice_argument(
-            "output", "_Output", "What the result becomes", make_choice(OUTPUT_CHOICES), "mask", flags
+            "output", "Ou_tput", "What the result becomes", make_choice(OUTPUT_CHOICES), "mask", flags
         )
         procedure.add_choice_argument(
             "existing-mask",
@@ -653,7 +655,7 @@ class AiRemoveBackground(Gimp.PlugIn):
         )
         procedure.add_color_argument(
             "background-colour",
-            "_Background colour",
+            "Bac_kground colour",
             "Colour of the new background layer (output 'Subject over a new colour background layer')",
             False,
             Gegl.Color.new("white"),

@@ -27,6 +27,9 @@ import traceback
 
 import gi
 
+# gimp_keys.py lies beside this file; python-fu-eval runs this file's text, so __file__ is unset.
+sys.path.insert(0, os.path.dirname(os.environ["AIRB_GIMP_DRIVER"]))
+
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 gi.require_version("Babl", "0.1")
@@ -238,6 +241,61 @@ class CancelSimulation(threading.Thread):
         self.report["killed"] = False
 
 
+class DialogResponder(threading.Thread):
+    """Wait for the plug-in's dialog to appear, focus it and press each shortcut in `shortcuts`."""
+
+    def __init__(self, title, shortcuts, report):
+        super().__init__(daemon=True)
+        self.title, self.shortcuts, self.report = title, shortcuts, report
+
+    def run(self):
+        import gimp_keys
+
+        connection = gimp_keys.XTestConnection()
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                window = connection.find_window(self.title)
+                if window is not None:
+                    time.sleep(1.0)  # let GTK finish showing the dialog's widgets
+                    connection.focus(window)
+                    for shortcut in self.shortcuts:
+                        connection.press(*shortcut)
+                        time.sleep(0.3)
+                    self.report["pressed"] = True
+                    return
+                time.sleep(0.2)
+            self.report["pressed"] = False
+            self.report["windows"] = list(connection.window_titles().values())
+        finally:
+            connection.close()
+
+
+def press_in_image_window(keys):
+    """Focus GIMP's main window (its title ends with "GIMP") and press a shortcut there."""
+    import gimp_keys
+
+    connection = gimp_keys.XTestConnection()
+    try:
+        for window, title in connection.window_titles().items():
+            if title.endswith("GIMP"):
+                connection.focus(window)
+                break
+        connection.press(*keys)
+    finally:
+        connection.close()
+
+
+def wait_for_digest(image, expected, seconds):
+    """Poll until the image's digest equals `expected`; return whether it did in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if image_digest(image) == expected:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def wait_for_worker_exit(seconds):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -329,29 +387,52 @@ def run_case(procedure, case, output_dir):
             result["source_pngs"][drawable.get_name()] = path
     result["before"] = image_digest(image)
     result["before_selection_empty"] = Gimp.Selection.is_empty(image)
+    display = Gimp.Display.new(image) if case.get("display") else None
+    Gimp.displays_flush()
 
+    helpers = []
     cancel_report = {}
     if case.get("cancel"):
-        CancelSimulation(cancel_report).start()
+        helpers.append(CancelSimulation(cancel_report))
     config = make_config(procedure, image, drawables, case.get("args", {}))
+    dialog_report = {}
+    if "dialog_shortcuts" in case:
+        # An interactive run shows the dialog, which starts from the last values GIMP stored.
+        config.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+        helpers.append(DialogResponder("AI Remove Background", case["dialog_shortcuts"], dialog_report))
+    for helper in helpers:
+        helper.start()
     started = time.monotonic()
     values = procedure.run(config)
     result["seconds"] = time.monotonic() - started
+    for helper in helpers:
+        helper.join(timeout=60)
     status = values.index(0)
     result["status"] = status.value_nick
     result["message"] = values.index(1) if status != Gimp.PDBStatusType.SUCCESS and values.length() > 1 else ""
     if case.get("cancel"):
         result["cancel"] = cancel_report
         result["worker_exited"] = wait_for_worker_exit(10)
+    if "dialog_shortcuts" in case:
+        result["dialog"] = dialog_report
 
     result["after"] = image_digest(image)
+    if case.get("undo"):
+        Gimp.displays_flush()
+        press_in_image_window(["Control_L", "z"])
+        result["undo_restored"] = wait_for_digest(image, result["before"], 20)
+        press_in_image_window(["Control_L", "y"])
+        result["redo_restored"] = wait_for_digest(image, result["after"], 20)
     result["image"] = record_image(image, prefix)
     if case.get("save"):
         result["xcf"] = prefix + ".xcf"
         result["png"] = prefix + ".png"
         Gimp.file_save(NONINTERACTIVE, image, Gio.File.new_for_path(result["xcf"]), None)
         Gimp.file_save(NONINTERACTIVE, image, Gio.File.new_for_path(result["png"]), None)
-    image.delete()
+    if display is not None:
+        display.delete()
+    else:
+        image.delete()
     return result
 
 
