@@ -41,7 +41,7 @@ class KritaLocation:
     """One Krita installation's per-user folders."""
 
     label: str
-    data_dir: Path  # holds pykrita/ and actions/
+    data_dir: Path  # contains pykrita/ and actions/
     kritarc: Path
     found: bool
 
@@ -91,7 +91,7 @@ def _split_lines(text: str) -> tuple[list[str], str]:
 
 
 def _section_range(lines: list[str], section: str) -> tuple[int, int] | None:
-    """Return (header index, end index) of an INI section; end is the next header or the end."""
+    """Return (header index, end index) of an INI section, where end is the next header or the end."""
     header = f"[{section}]"
     for index, line in enumerate(lines):
         if line.strip() == header:
@@ -211,7 +211,7 @@ def _enable_in_kritarc(kritarc: Path, record: dict[str, Any]) -> None:
 
 
 def install(engine: Engine, manifest: Manifest, required: bool) -> list[Path]:
-    """Install the plug-in for every Krita found; return the plug-in folders written."""
+    """Install the plug-in for every Krita found, and return the plug-in folders written."""
     targets = [location for location in krita_locations() if location.found]
     if not targets:
         main = krita_locations()[0]
@@ -252,7 +252,7 @@ def install(engine: Engine, manifest: Manifest, required: bool) -> list[Path]:
 
 # ----------------------------------------------------------------------------- uninstall
 def uninstall(manifest: Manifest) -> list[Path]:
-    """Remove what install() recorded and revert its kritarc lines; return the plug-in folders removed."""
+    """Remove what install() recorded, revert its kritarc lines and return the plug-in folders removed."""
     record = manifest.settings.get(SETTINGS_KEY)
     if not record:
         return []
@@ -280,8 +280,8 @@ def uninstall(manifest: Manifest) -> list[Path]:
         except OSError:
             pass
 
-    gone = {str(path) for path in removed} | set(record.get("files", []))
-    manifest.created = [path for path in manifest.created if path not in gone]
+    removed_paths = {str(path) for path in removed} | set(record.get("files", []))
+    manifest.created = [path for path in manifest.created if path not in removed_paths]
     del manifest.settings[SETTINGS_KEY]
     manifest.save()
     return removed

@@ -182,7 +182,7 @@ def eight_bit_export(host: EditorHost, run_dir: str, case: dict[str, Any]) -> st
         path = f"{run_dir}/{case['name']}.png"
         shutil.copyfile(host.host_path(case["png_before"]), host.host_path(path))
         return path
-    # Pillow would drop the low byte of 16-bit samples; the engine rounds them instead.
+    # Pillow would drop the low byte of 16-bit samples, but the engine rounds them.
     path = f"{run_dir}/{case['name']}.png"
     Image.fromarray(to_eight_bit(samples, bit_depth)).save(host.host_path(path))
     return path
@@ -330,7 +330,7 @@ def test_offset_layer_png_alpha(session: KritaSession) -> None:
     mask, _ = session.dump(case, MASK_NAME.format(FAST_MODEL))
     alpha = session.image(case["png"])[..., 3]
     dx, dy = LAYER_OFFSET
-    # Canvas pixel (cx, cy) shows layer pixel (cx - dx, cy - dy); the rest of the canvas is empty.
+    # Canvas pixel (cx, cy) shows layer pixel (cx - dx, cy - dy), and the rest of the canvas is empty.
     assert_masks_match(alpha[dy:, :512 + dx], mask[:512 - dy, -dx:])
     assert alpha[:dy, :].max() == 0
     assert alpha[:, 512 + dx:].max() == 0

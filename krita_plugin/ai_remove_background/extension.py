@@ -44,7 +44,7 @@ MESSAGE_TITLE = "AI Remove Background"
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 FLOATING_MESSAGE_MS = 8000
 FLOATING_MESSAGE_PRIORITY = 1  # Krita's medium priority
-# How often, and how many times, to check that Krita made the new background layer active.
+# Interval and number of checks that Krita made the new background layer active.
 ACTIVATION_POLL_MS = 50
 ACTIVATION_POLL_ATTEMPTS = 40
 
@@ -164,7 +164,7 @@ class RemoveBackgroundExtension(Extension):
             self._finish(DONE, summary, created)
 
     def _apply(self, document: Any, requests: list[LayerRequest], options: Options) -> tuple[list[str], list[Any]]:
-        """Write the masks into the document; return the names of new nodes and pending moves."""
+        """Write the masks into the document, and return the names of new nodes and the pending moves."""
         if document.rootNode() is None:
             raise PluginError("The image was closed while the model ran: nothing was changed.")
         nodes = []

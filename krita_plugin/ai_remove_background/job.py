@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,13 +37,13 @@ def ignore_broken_pipes() -> Any:
         return None
     try:
         return signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    except ValueError:  # not on Python's main thread; Krita runs plug-ins on it, so this is unexpected
+    except ValueError:  # raised off Python's main thread, which is where Krita runs plug-ins
         logger.warning("could not ignore SIGPIPE: a worker crash during a request may end Krita")
         return None
 
 
 class WorkerJob(QObject):
-    """Remove the background of each request in turn; report once with `on_finished(job)`."""
+    """Remove the background of each request in turn, then call `on_finished(job)` once."""
 
     def __init__(
         self,
@@ -61,7 +60,6 @@ class WorkerJob(QObject):
         self.on_finished = on_finished
         self.status = ""
         self.error_message = ""
-        self.started_at = 0.0
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._progress = (0, 0.0, "starting the engine")
@@ -80,7 +78,6 @@ class WorkerJob(QObject):
         self.dialog.canceled.connect(self.cancel)
 
     def start(self) -> None:
-        self.started_at = time.monotonic()
         self._restore_sigpipe = ignore_broken_pipes()
         self.dialog.setValue(0)
         self.dialog.show()
@@ -91,11 +88,11 @@ class WorkerJob(QObject):
         return self._thread.is_alive() or self._timer.isActive()
 
     def cancel(self) -> None:
-        """Stop at once: kill the worker process; the next run starts a fresh one."""
+        """Stop at once by killing the worker process. The next run starts a fresh one."""
         self._cancel.set()
         process = getattr(self.client, "process", None)
         if process is not None and process.poll() is None:
-            # Only kill here: the job thread then sees the pipe close and cleans the client up.
+            # Only kill here: the job thread then reads end of file from the pipe and resets the client.
             process.kill()
 
     # ----------------------------------------------------------------- job thread
@@ -126,7 +123,7 @@ class WorkerJob(QObject):
                 with self._lock:
                     self._error = (error.code, str(error))
                 return
-            except Exception as error:  # a bug; reported to the user instead of lost in a thread
+            except Exception as error:  # a bug, reported to the user instead of lost with the thread
                 with self._lock:
                     self._error = ("internal", f"{type(error).__name__}: {error}")
                 return

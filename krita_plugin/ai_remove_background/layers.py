@@ -23,7 +23,7 @@ MASK_TYPES = ("transparencymask", "selectionmask", "filtermask", "colorizemask",
 
 
 class PluginError(Exception):
-    """A problem the user can fix; the message says what is wrong and what to do."""
+    """A problem the user can fix. The message states what is wrong and what to do."""
 
 
 @dataclass
@@ -171,7 +171,7 @@ def read_layer(document: Any, node: Any, limit_to_selection: bool) -> LayerReque
 
 
 def pixel_layout(node: Any) -> PixelLayout:
-    """Describe a layer's native pixels; alpha is the last sample in every Krita colour model."""
+    """Describe a layer's native pixels. Alpha is the last sample in every Krita colour model."""
     depth = node.colorDepth()
     if depth not in DEPTHS:
         raise PluginError(f"Layer '{node.name()}' has colour depth {depth}, which this plug-in cannot write.")
@@ -255,7 +255,7 @@ def fill_blurred_background(node: Any, layer: Any, request: LayerRequest, option
 
 
 def insert_below(node: Any, layer: Any) -> bool:
-    """Insert `layer` directly below `node`; return True when it still needs a move down.
+    """Insert `layer` directly below `node`, and return True when it still needs a move down.
 
     Krita's scripting API can insert a node only above a sibling, so below the lowest child the
     layer goes above `node` and the caller moves it down with Krita's undoable Move Layer action.

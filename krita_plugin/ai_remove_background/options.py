@@ -39,7 +39,7 @@ BLUR_LIMIT_PIXELS = 100
 class Options:
     model: str = "isnet"
     refine: bool = True
-    grow: int = 0  # pixels; negative shrinks the mask
+    grow: int = 0  # pixels, and a negative value shrinks the mask
     feather: int = 0  # Gaussian radius in pixels
     output: str = OUTPUT_MASK
     background: str = BACKGROUND_COLOR
@@ -87,8 +87,8 @@ def _parse_color(text: str) -> str:
 
 
 def _parse_model(text: str) -> str:
-    # Any name is passed on, so that models added to the engine's catalogue later work too;
-    # the worker rejects unknown names with a message that lists the installed ones.
+    # Any name is passed on, so that models added to the engine's catalogue later work too.
+    # The worker rejects an unknown name with a message that lists the installed ones.
     if not text.strip():
         raise ValueError(text)
     return text.strip()
@@ -108,7 +108,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 
 
 def options_from_strings(values: dict[str, str]) -> Options:
-    """Build Options from stored text; a missing or invalid value falls back to its default."""
+    """Build Options from stored text. A missing or invalid value falls back to its default."""
     options = Options()
     for field in fields(Options):
         text = values.get(field.name, "")
@@ -122,10 +122,13 @@ def options_from_strings(values: dict[str, str]) -> Options:
 
 
 def options_to_strings(options: Options) -> dict[str, str]:
-    return {
-        name: ("true" if value else "false") if isinstance(value, bool) else str(value)
-        for name, value in asdict(options).items()
-    }
+    texts = {}
+    for name, value in asdict(options).items():
+        if isinstance(value, bool):
+            texts[name] = "true" if value else "false"
+        else:
+            texts[name] = str(value)
+    return texts
 
 
 def load_options(krita: Any) -> Options:

@@ -34,7 +34,7 @@ from .options import (
 
 
 class OptionsDialog(QDialog):
-    """Edit a copy of the options; `options()` returns the result after OK."""
+    """Edit a copy of the options. After OK, `options()` returns the result."""
 
     def __init__(self, options: Options, has_selection: bool, layer_names: list[str], parent: QWidget | None) -> None:
         super().__init__(parent)

@@ -24,7 +24,7 @@ ROWS_PER_CHUNK = 64
 
 
 class PixelLayout(NamedTuple):
-    """Where the alpha sample sits in one pixel of a Krita layer."""
+    """Position of the alpha sample in one pixel of a Krita layer."""
 
     pixel_bytes: int
     alpha_offset: int
@@ -93,7 +93,3 @@ def scale_alpha(data: bytes, width: int, height: int, layout: PixelLayout, mask:
         result[start:start + rows * row_bytes] = struct.pack(chunk_format, *samples)
     return bytes(result)
 
-
-def solid_rgba_u8(width: int, height: int, red: int, green: int, blue: int) -> bytes:
-    """Return opaque pixels of one colour in Krita's RGBA U8 layout (BGRA)."""
-    return bytes((blue, green, red, 255)) * (width * height)

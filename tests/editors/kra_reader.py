@@ -4,7 +4,7 @@ A .kra file is a zip archive. `maindoc.xml` describes the layer tree; each node'
 stored in `<image name>/layers/<filename>` (a transparency mask's in `<filename>.pixelselection`,
 with the value of pixels outside every stored tile in `<filename>.pixelselection.defaultpixel`)
 in Krita's tiled format, version 2: a text header, then per tile a line `x,y,LZF,size` and
-`size` bytes whose first byte says whether the rest is LZF-compressed (1) or raw (0). Tiles of
+`size` bytes, whose first byte is 1 when the rest is LZF-compressed and 0 when it is raw. Tiles of
 multi-byte pixels are stored planar: all first bytes, then all second bytes, and so on.
 """
 

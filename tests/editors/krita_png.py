@@ -1,8 +1,8 @@
 """Read 8-bit and 16-bit RGB(A) PNG files at full precision (standard library and numpy).
 
 Pillow reduces 16-bit RGB PNGs to 8 bits by dropping the low byte, while the engine rounds
-16-bit samples to the nearest 8-bit level; the Krita tests need the rounded values to build
-reference masks from Krita's 16-bit exports.
+16-bit samples to the nearest 8-bit level. The Krita tests build reference masks from Krita's
+16-bit exports, so they need the rounded values.
 """
 
 from __future__ import annotations

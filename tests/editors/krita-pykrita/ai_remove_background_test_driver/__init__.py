@@ -1,4 +1,4 @@
-"""Test driver for the AI Remove Background plug-in; does nothing unless AIRB_KRITA_SCENARIO is set."""
+"""Test driver for the AI Remove Background plug-in. It does nothing unless AIRB_KRITA_SCENARIO is set."""
 
 import os
 

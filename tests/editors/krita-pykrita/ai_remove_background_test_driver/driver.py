@@ -1,11 +1,25 @@
 """Drive the AI Remove Background plug-in inside a real Krita GUI session, case by case.
 
-The scenario file named by AIRB_KRITA_SCENARIO lists the cases (see tests/test_krita.py). For
-each case the driver opens a file in a view, prepares the document, triggers the plug-in's
-action (through the Filter menu or the action registry), answers its dialogs when asked to,
-waits with a QTimer for the asynchronous result, records the layer tree, dumps masks, saves
-.kra and .png files and optionally undoes. Results go to a JSON file; assertions live in the
-tests. Krita exits with os._exit because Krita does not pass Python errors on as exit status.
+The JSON scenario file named by AIRB_KRITA_SCENARIO has `results` (path of the JSON written at
+the end), `output_dir`, `watchdog_seconds`, `case_timeout_seconds` and `cases`. Each case has
+a `name` and a file to `open`, and optionally:
+
+- `batch` (default true): Krita's batch mode, in which the plug-in shows no dialogs
+- `settings`: the plug-in's stored options, on top of DEFAULT_SETTINGS
+- `color_space` [model, depth, profile], `layer_offset` [dx, dy], `wrap_in_group`,
+  `duplicate_layer` [dx, dy], `selection` [x, y, width, height], `target` ("filter_layer" or
+  "empty_layer"): how to prepare the document
+- `select_all_layers`: select every layer before the run
+- `trigger`: "menu" opens the Filter menu and activates the item with the Return key; any
+  other value triggers the registered action
+- `dialog` {control name: value} and `dialog_cancel`: how to fill in the options dialog
+- `cancel`: press the progress dialog's Cancel button at once
+- `export_before`, `save`: export a PNG before the run, save .kra and export .png after it
+- `undo`: how many times to trigger Edit > Undo after the run
+
+The driver records the layer tree before and after, the plug-in's `last_outcome`, the texts
+of message boxes and raw dumps of the masks it created. Assertions live in the tests. Krita
+exits with os._exit because Krita does not pass Python errors on as its exit status.
 """
 
 import json
@@ -130,7 +144,7 @@ class ScenarioDriver(Extension):
         return sys.modules[PLUGIN_PACKAGE].EXTENSION
 
     def guarded(self, step):
-        """Run one step of a case; an exception ends the case and is recorded."""
+        """Wrap one step of a case, so that an exception ends the case and is recorded."""
 
         def run():
             try:
@@ -181,38 +195,15 @@ class ScenarioDriver(Extension):
         if "layer_offset" in self.case:
             layer.move(*self.case["layer_offset"])
             document.waitForDone()
-        target = layer
-        if self.case.get("wrap_in_group"):
-            group = document.createGroupLayer("Group")
-            document.rootNode().addChildNode(group, layer)
-            copy = layer.duplicate()
-            group.addChildNode(copy, None)
-            layer.remove()
-            document.waitForDone()
-            target = group
-        if "duplicate_layer" in self.case:
-            copy = layer.duplicate()
-            copy.setName("Copy")
-            document.rootNode().addChildNode(copy, layer)
-            copy.move(*self.case["duplicate_layer"])
-            document.waitForDone()
-        if self.case.get("target") == "filter_layer":
-            canvas = Selection()
-            canvas.select(0, 0, document.width(), document.height(), 255)
-            target = document.createFilterLayer("Invert", Krita.instance().filter("invert"), canvas)
-            document.rootNode().addChildNode(target, None)
-            document.waitForDone()
-        if self.case.get("target") == "empty_layer":
-            target = document.createNode("Empty", "paintlayer")
-            document.rootNode().addChildNode(target, None)
-            document.waitForDone()
+
+        target = self.add_layers(document, layer)
         if "selection" in self.case:
             selection = Selection()
             selection.select(*self.case["selection"], 255)
             document.setSelection(selection)
-            document.waitForDone()
         document.refreshProjection()
         document.waitForDone()
+
         self.target_id = target.uniqueId()
         bounds = target.bounds()
         self.record["target"] = {"name": target.name(), "type": target.type(),
@@ -225,9 +216,37 @@ class ScenarioDriver(Extension):
         self.activation_attempts = 0
         QTimer.singleShot(0, self.guarded(self.activate_target))
 
+    def add_layers(self, document, layer):
+        """Add the layers the case asks for, and return the layer the plug-in should work on."""
+        root = document.rootNode()
+        target = layer
+        if self.case.get("wrap_in_group"):
+            target = document.createGroupLayer("Group")
+            root.addChildNode(target, layer)
+            target.addChildNode(layer.duplicate(), None)
+            layer.remove()
+        if "duplicate_layer" in self.case:
+            copy = layer.duplicate()
+            copy.setName("Copy")
+            root.addChildNode(copy, layer)
+            copy.move(*self.case["duplicate_layer"])
+        if self.case.get("target") == "filter_layer":
+            canvas = Selection()
+            canvas.select(0, 0, document.width(), document.height(), 255)
+            target = document.createFilterLayer("Invert", Krita.instance().filter("invert"), canvas)
+            root.addChildNode(target, None)
+        if self.case.get("target") == "empty_layer":
+            target = document.createNode("Empty", "paintlayer")
+            root.addChildNode(target, None)
+        document.waitForDone()
+        return target
+
     def activate_target(self):
-        """Make the target the active node; Krita applies this after the current event, and may
-        meanwhile activate a node that the preparation added or removed, so this repeats."""
+        """Make the target the active node, repeating until Krita reports it active.
+
+        Krita applies setActiveNode after the current event, and it may meanwhile activate a
+        node that the preparation added or removed.
+        """
         active = self.document.activeNode()
         if active is None or active.uniqueId() != self.target_id:
             self.activation_attempts += 1
@@ -353,7 +372,7 @@ class ScenarioDriver(Extension):
                     data = bytes(node.pixelData(*box))
                     kind = "mask"
                 elif node.type() == "paintlayer":
-                    # The alpha samples in the layer's own depth; alpha is the last sample of a pixel.
+                    # The alpha samples in the layer's own depth. Alpha is the last sample of a pixel.
                     box = [x, y, width, height]
                     data = bytes(node.pixelData(*box))
                     pixel_bytes = len(data) // (width * height)
