@@ -57,6 +57,9 @@ class ModelSpec:
     licence: str
     input: InputSpec
     output: OutputSpec
+    # A second model whose mask is combined with this one's by pixel-wise maximum, because it
+    # finds secondary objects that this model drops; None for no combination.
+    combine_with: str | None = None
 
     @property
     def path(self) -> Path:
@@ -99,6 +102,7 @@ def _parse_model(name: str, entry: dict[str, Any]) -> ModelSpec:
         licence=entry["licence"],
         input=model_input,
         output=model_output,
+        combine_with=entry.get("combine_with"),
     )
 
 

@@ -201,9 +201,11 @@ def process(job: Job, arguments: argparse.Namespace, options: Options) -> None:
         output = Image.fromarray(result.mask, mode="L")
     elif arguments.background:
         background = composite.make_background(arguments.background, photo.rgb, result.mask)
-        output = Image.fromarray(composite.over_background(photo.rgb, result.mask, background), mode="RGB")
+        foreground = composite.estimate_foreground(photo.rgb, result.mask)
+        output = Image.fromarray(composite.over_background(foreground, result.mask, background), mode="RGB")
     elif keeps_alpha:
-        output = Image.fromarray(composite.cutout(photo.rgb, result.mask), mode="RGBA")
+        foreground = composite.estimate_foreground(photo.rgb, result.mask)
+        output = Image.fromarray(composite.cutout(foreground, result.mask), mode="RGBA")
     else:
         raise UserError(f"{job.target.suffix} cannot store transparency: write .png, or pass --background or --mask")
     save_atomically(output, job.target)

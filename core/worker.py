@@ -16,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .catalogue import default_model_name, installed_model_names
+from .composite import estimate_foreground
 from .errors import UserError
 from .imageio import DEFAULT_MAX_MEGAPIXELS, check_size, pixels_from_buffer
 from .pipeline import Options, remove_background
@@ -159,8 +160,7 @@ class Worker:
                                    progress=progress)
         reply_payload = result.mask.tobytes()
         if "foreground" in outputs:
-            # NOTE: the photo's own colours; colour decontamination at the edge is not done yet.
-            reply_payload += rgb.tobytes()
+            reply_payload += estimate_foreground(rgb, result.mask).tobytes()
         self.send({"type": "result", "id": request_id, "width": width, "height": height, "model": result.model,
                    "provider": result.provider, "seconds": round(result.seconds, 3), "outputs": outputs},
                   reply_payload)
