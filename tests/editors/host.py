@@ -78,7 +78,8 @@ def skip_or_fail(reason: str) -> None:
 
 
 def _engine_key() -> str:
-    digest = hashlib.sha256()
+    # The environment holds an editable install of this checkout, so its path is part of the key.
+    digest = hashlib.sha256(str(CHECKOUT).encode())
     for name in ("requirements.txt", "requirements-test.txt", "pyproject.toml", "install.py"):
         digest.update((CHECKOUT / name).read_bytes())
     return digest.hexdigest()[:16]
