@@ -14,16 +14,18 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from editors.host import CHECKOUT, EditorHost
 from editors.kra_reader import KraFile, lzf_decompress
 from editors.krita_png import read_png_rgba, to_eight_bit
-from PIL import Image
 
 pytestmark = pytest.mark.krita
 
@@ -210,7 +212,7 @@ def compute_references(host: EditorHost, run_dir: str, results: dict[str, Any]) 
 
 
 @pytest.fixture(scope="module")
-def session(editor_host: EditorHost) -> KritaSession:
+def session(editor_host: EditorHost) -> Iterator[KritaSession]:
     run_dir = editor_host.new_run_dir()
     home = f"{run_dir}/home"
     editor_host.host_path(home).mkdir()
@@ -236,7 +238,9 @@ def session(editor_host: EditorHost) -> KritaSession:
     results = json.loads(results_path.read_text())
     assert result.returncode == 0, f"Krita exited with status {result.returncode}:\n{krita_log[-5000:]}"
     references = compute_references(editor_host, run_dir, results)
-    return KritaSession(editor_host, run_dir, home, results, krita_log, references)
+    yield KritaSession(editor_host, run_dir, home, results, krita_log, references)
+    # Krita's resource files make the HOME about 80 MB; the outputs and the log are kept.
+    shutil.rmtree(editor_host.host_path(home), ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- installation in the chroot

@@ -196,7 +196,11 @@ def add_transparency_mask(document: Any, node: Any, request: LayerRequest, name:
 
 
 def set_selection(document: Any, requests: list[LayerRequest]) -> None:
-    """Replace the document's selection by the union of the masks."""
+    """Replace the document's selection by the union of the masks.
+
+    NOTE: Krita 5.2's Document.setSelection adds no undo step, so Edit > Undo does not bring
+    the previous selection back (Select > Deselect and Reselect do work).
+    """
     from krita import Selection
 
     combined = None
