@@ -125,7 +125,7 @@ class RemoveBackgroundExtension(Extension):
         self.job.start()
 
     def _worker_client(self) -> Any:
-        """Return the worker client, reading engine.json again after a failed start."""
+        """Return the worker client, reading engine.json on the first run and after a failed start."""
         try:
             from . import worker_client
         except ImportError:
@@ -146,6 +146,8 @@ class RemoveBackgroundExtension(Extension):
             self._finish(CANCELLED, "Cancelled: the image was not changed.")
             return
         if job.status == FAILED:
+            if job.error_code == "engine_missing":
+                self.client = None  # read engine.json again next time, in case install.py ran since
             self._finish(FAILED, f"Removing the background failed: {job.error_message}")
             return
         try:

@@ -59,6 +59,7 @@ class WorkerJob(QObject):
         self.engine_options = engine_options
         self.on_finished = on_finished
         self.status = ""
+        self.error_code = ""
         self.error_message = ""
         self._lock = threading.Lock()
         self._cancel = threading.Event()
@@ -160,7 +161,7 @@ class WorkerJob(QObject):
             self.status = CANCELLED
         elif error is not None:
             self.status = FAILED
-            self.error_message = error[1]
+            self.error_code, self.error_message = error
         else:
             self.status = DONE
         self.on_finished(self)
