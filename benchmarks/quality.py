@@ -1,8 +1,9 @@
 """Quality benchmark: run each configuration on an evaluation folder and score it against the truth.
 
 Configurations:
-  <model>-raw        the model alone, its mask resized bilinearly (Options(model, refine=False))
-  <model>-refined    the model with the engine's refinement (Options(model, refine=True))
+  <model>-raw        the model alone, its mask resized bilinearly (refine=False, combine=False)
+  <model>-refined    the model alone with the engine's refinement (refine=True, combine=False)
+  <model>+<partner>-raw, -refined  the model combined with its catalogue partner (combine=True)
   default            Options(): what the command line and the editors do without options
   rembg-<model>      rembg's cutout with the same weights, its alpha channel
   rembg-<model>-matting  the same with rembg's alpha matting (pymatting closed-form matting)
@@ -11,11 +12,11 @@ Configurations:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import hashlib
 import json
 import math
-import shlex
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ai_remove_background.catalogue import default_model_name, installed_model_names, model_names
+from ai_remove_background.catalogue import default_model_name, get_model, installed_model_names, model_names
 from ai_remove_background.pipeline import Options, remove_background
 
 from . import machine, metrics, rembg_env, tables
@@ -47,33 +48,48 @@ CURVE_KEYS = ("precision_curve", "recall_curve")
 class Config:
     name: str
     description: str
-    model: str | None  # engine model name; None runs Options() as it is
-    refine: bool = True
+    options: tuple[tuple[str, object], ...] = ()  # keyword arguments of Options, for the engine
+    model: str | None = None  # for rembg: the engine's name of the shared model
     rembg: bool = False
     alpha_matting: bool = False
 
-    def options(self) -> Options:
-        if self.model is None:
-            return Options()
-        return Options(model=self.model, refine=self.refine)
+    def build_options(self) -> Options:
+        return Options(**dict(self.options))
+
+
+def _option_names() -> set[str]:
+    return {item.name for item in dataclasses.fields(Options)}
 
 
 def engine_configs(models: Iterable[str]) -> list[Config]:
+    """Return each model alone raw and refined, each model with its catalogue partner, and Options()."""
+    installed = set(models)
+    can_combine = "combine" in _option_names()
+    alone: tuple[tuple[str, object], ...] = (("combine", False),) if can_combine else ()
     configs = []
     for model in models:
-        configs.append(Config(f"{model}-raw", f"{model} alone, bilinear upsampling (refine=False)", model, False))
-        configs.append(Config(f"{model}-refined", f"{model} with the engine's refinement (refine=True)", model, True))
-    configs.append(Config("default", f"Options(): the defaults of the CLI and editors (model {default_model_name()})",
-                          None))
+        configs.append(Config(f"{model}-raw", f"{model} alone, bilinear upsampling (refine=False)",
+                              (("model", model), ("refine", False), *alone)))
+        configs.append(Config(f"{model}-refined", f"{model} alone, the engine's refinement (refine=True)",
+                              (("model", model), ("refine", True), *alone)))
+        partner = getattr(get_model(model), "combine_with", None)
+        if can_combine and partner in installed:
+            pair = f"{model}+{partner}"
+            configs.append(Config(f"{pair}-raw", f"{model} combined with {partner}, bilinear upsampling",
+                                  (("model", model), ("refine", False), ("combine", True))))
+            configs.append(Config(f"{pair}-refined", f"{model} combined with {partner}, the engine's refinement",
+                                  (("model", model), ("refine", True), ("combine", True))))
+    configs.append(Config("default", f"Options(): the defaults of the CLI and editors (model {default_model_name()})"))
     return configs
 
 
 def rembg_configs(models: Iterable[str], version: str) -> list[Config]:
     configs = []
     for model in models:
-        configs.append(Config(f"rembg-{model}", f"rembg {version}, {model}, default settings", model, rembg=True))
+        configs.append(Config(f"rembg-{model}", f"rembg {version}, {model}, default settings", model=model,
+                              rembg=True))
         configs.append(Config(f"rembg-{model}-matting", f"rembg {version}, {model}, alpha_matting=True",
-                              model, rembg=True, alpha_matting=True))
+                              model=model, rembg=True, alpha_matting=True))
     return configs
 
 
@@ -134,7 +150,7 @@ def evaluate(samples: list[Sample], configs: list[Config], cache: InferenceCache
                     with Image.open(rembg_masks[config.name][sample.key]) as mask_image:
                         mask = np.asarray(mask_image.convert("L"))
                 else:
-                    mask = remove_background(photo.rgb, photo.alpha, config.options()).mask
+                    mask = remove_background(photo.rgb, photo.alpha, config.build_options()).mask
                 seconds[config.name] += time.perf_counter() - started
                 if mask.shape != truth.shape:
                     raise ValueError(f"{config.name} returned a {mask.shape} mask for {sample.image}, "
@@ -225,7 +241,7 @@ def report_markdown(result: dict[str, object], configs: list[Config]) -> str:
     info = result["machine"]
     assert isinstance(info, dict)
     lines = [
-        f"Measured {info['date']} with `{result['shown_command']}` on {result['image_count']} images "
+        f"Measured {info['date']} with `{result['command']}` on {result['image_count']} images "
         f"({result['sources_text']}).",
         f"Machine: {machine.describe_markdown(info)}.",
         "",
@@ -352,8 +368,6 @@ def run(arguments: argparse.Namespace, command: str) -> int:
         "command": command,
         "machine": machine.describe(),
         "data": str(arguments.data.resolve()),
-        # The page names the data folder DIR: its location is local to the machine.
-        "shown_command": command.replace(shlex.quote(str(arguments.data)), "DIR"),
         "sources_text": ", ".join(f"{source}: {count}" for source, count in
                                   Counter(sample.source for sample in samples).items()),
         "image_count": len(samples),

@@ -257,3 +257,10 @@ def test_replace_section_keeps_surrounding_text(tmp_path):
     assert page.read_text(encoding="utf-8") == "intro\n<!-- quality:start -->\nnew table\n<!-- quality:end -->\noutro\n"
     with pytest.raises(ValueError, match="no section speed"):
         replace_section(page, "speed", "x")
+
+
+def test_displayed_command_hides_local_paths():
+    from benchmarks.__main__ import displayed_command
+
+    shown = displayed_command(["quality", "--data", "/home/me/set", "--json=/tmp/out.json", "--configs", "isnet-*"])
+    assert shown == "python -m benchmarks quality --data DIR --json=FILE --configs 'isnet-*'"
