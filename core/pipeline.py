@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy import ndimage
 
 from . import matting, refine
 from .catalogue import get_model, installed_model_names
@@ -19,6 +20,11 @@ log = logging.getLogger(__name__)
 # Colour under transparent input pixels when the model looks at them: a neutral mid grey, so
 # that whatever colour a transparent pixel happens to store cannot look like a subject.
 TRANSPARENT_FILL = 128.0
+
+# Hint mode: unknown pixels farther than this from every painted pixel are decided by the model
+# where its probability is at least CONFIDENT (or at most 1 - CONFIDENT).
+HINT_BAND_PIXELS = 40
+CONFIDENT = 0.95
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -120,6 +126,29 @@ def _segment(rgb: np.ndarray, options: Options, progress: ProgressCallback) -> t
     return refine.upsample_plain(probability, width, height), provider
 
 
+def _solve_hint(
+    rgb: np.ndarray, alpha: np.ndarray | None, hint: np.ndarray, options: Options, report: ProgressCallback
+) -> tuple[np.ndarray, str]:
+    """Keep the hint's 0 and 255 pixels and solve the pixels between them by matting.
+
+    Unknown pixels farther than HINT_BAND_PIXELS from every fixed pixel are too far for matting
+    to reach reliably, so there the model decides: where it is confident, its answer is fixed
+    too, and matting solves the rest. Returns (mask, execution provider or "").
+    """
+    view = _model_view(rgb, alpha)
+    trimap = hint
+    provider = ""
+    fixed = (hint == 0) | (hint == 255)
+    far = ndimage.distance_transform_edt(~fixed) > HINT_BAND_PIXELS
+    if far.any():
+        probability, provider = _segment(view, options, report)
+        trimap = hint.copy()
+        trimap[far & (probability >= CONFIDENT)] = 255
+        trimap[far & (probability <= 1.0 - CONFIDENT)] = 0
+    report(0.8, "refining")
+    return refine.to_u8(matting.solve_alpha(view, trimap)), provider
+
+
 def remove_background(
     rgb: np.ndarray,
     alpha: np.ndarray | None = None,
@@ -147,9 +176,7 @@ def remove_background(
     spec = get_model(options.model)
     provider = ""
     if hint is not None and bool((hint == 0).any()) and bool((hint == 255).any()):
-        # The user's mask fixes both sides, so the band between them is solved by matting alone.
-        report(0.2, "refining")
-        mask = refine.to_u8(matting.solve_alpha(_model_view(rgb, alpha), hint))
+        mask, provider = _solve_hint(rgb, alpha, hint, options, report)
     else:
         mask = np.zeros((height, width), dtype=np.uint8)
         box = (slice(0, height), slice(0, width)) if limit is None else _bounding_box(limit > 0)
