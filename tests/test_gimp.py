@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from PIL import Image
 
 from editors.host import CHECKOUT, EditorHost
 from editors.xcf_reader import read_xcf
+from installer import editors as editor_installers
+from installer import gimp as gimp_installer
+from installer.common import OWNER_MARKER, Engine, InstallError, Manifest
 
 pytestmark = pytest.mark.gimp
 
@@ -99,6 +103,15 @@ def load_png(path: Path) -> np.ndarray:
         return np.array(image)
 
 
+def crop_png(session: GimpSession, source: str, box: list[int]) -> str:
+    """Save the box [x, y, width, height] of a PNG as a new PNG and return its path."""
+    left, top, width, height = box
+    target = source[: -len(".png")] + "-box.png"
+    with Image.open(session.path(source)) as image:
+        image.crop((left, top, left + width, top + height)).save(session.path(target))
+    return target
+
+
 def write_source_png(session: GimpSession, sample: str) -> str:
     """Convert a sample JPEG to PNG, so GIMP and the CLI read the same pixels (their JPEG decoders differ)."""
     target = f"{session.run_dir}/{Path(sample).stem}.png"
@@ -162,15 +175,17 @@ def layer_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
         {"name": "mask replace", "source": cat, "existing_mask": "ramp", "args": {"existing-mask": "replace"}},
         {"name": "mask intersect", "source": cat, "existing_mask": "ramp", "args": {"existing-mask": "intersect"}},
         {"name": "mask keep", "source": cat, "existing_mask": "ramp", "args": {"existing-mask": "keep"}},
-        {"name": "output selection", "source": cat, "canvas": [400, 300], "offset": [-40, 30],
+        {"name": "output selection", "source": cat, "canvas": [400, 300], "offset": [-40, -30],
          "args": {"output": "selection"}},
         {"name": "output new layer", "source": cat, "args": {"output": "new-layer"}, "save": True},
         {"name": "output colour", "source": cat, "args": {"output": "background-colour", "background-colour": ORANGE},
          "save": True},
         {"name": "output blur", "source": cat, "selection": [50, 50, 200, 150],
          "args": {"output": "background-blur", "blur-radius": 8.0, "selection-only": False}},
+        # The canvas selection x 180-480, y 20-320 covers x 150-450, y 0-300 of the layer at (30, 20):
+        # the model sees that box only, as the CLI does on the same box cut out of the layer.
         {"name": "selection limit", "source": cat, "canvas": [500, 340], "offset": [30, 20],
-         "selection": [180, 20, 300, 300], "reference": False},
+         "selection": [180, 20, 300, 300], "reference_box": [150, 0, 300, 300]},
         {"name": "selection misses layer", "source": cat, "canvas": [800, 600], "selection": [600, 400, 100, 100],
          "reference": False},
         {"name": "layer group", "source": cat, "canvas": [500, 340], "offset": [25, 15], "target": "group",
@@ -197,8 +212,7 @@ def gui_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
         fast({"name": "undo new layer", "source": cat, "display": True, "undo": True, "reference": False,
               "args": {"output": "new-layer"}}),
         fast({"name": "undo selection", "source": cat, "display": True, "undo": True, "reference": False,
-              "canvas": [400, 300],
-              "offset": [-40, 30], "args": {"output": "selection"}}),
+              "canvas": [400, 300], "offset": [-40, -30], "args": {"output": "selection"}}),
         # Alt+I ticks "_Invert", Alt+O presses "_OK". The second run must start from these values.
         {"name": "dialog invert", "source": cat, "display": True, "cli_options": ["--invert"],
          "dialog_shortcuts": [["Alt_L", "i"], ["Alt_L", "o"]]},
@@ -225,6 +239,8 @@ def reference_masks(session: GimpSession, run: dict) -> dict[tuple[str, str], np
             continue
         key = (case.get("args", {}).get("model", CATALOGUE["default_model"]), tuple(case.get("cli_options", [])))
         for layer_name, source in result.get("source_pngs", {}).items():
+            if "reference_box" in case:
+                source = crop_png(session, source, case["reference_box"])
             content = hashlib.sha256(session.path(source).read_bytes()).hexdigest()
             representative = groups.setdefault(key, {}).setdefault(content, source)
             wanted.append((name, layer_name, key, representative))
@@ -538,7 +554,7 @@ def test_output_selection_on_canvas(gimp, layer_run, references):
     selected = selection(gimp, case)
     assert selected is not None, "no selection was made"
     image = case["image"]
-    expected = place_on_canvas(references[("output selection", "photo")], [-40, 30], image["width"], image["height"])
+    expected = place_on_canvas(references[("output selection", "photo")], [-40, -30], image["width"], image["height"])
     assert_masks_close(selected, expected)
     assert image["channels"] == [], "the temporary channel was left in the image"
 
@@ -612,14 +628,14 @@ def test_options_reach_engine(gimp, layer_run, references):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_selection_limits_search(gimp, layer_run):
+def test_selection_limits_search(gimp, layer_run, references):
     case = successful(layer_run, "selection limit")
     mask = layer_mask(gimp, case)
-    # The canvas selection x 180-480, y 20-320 covers x 150-450, y 0-300 of the layer at (30, 20).
     inside = np.zeros(mask.shape, dtype=bool)
     inside[0:300, 150:450] = True
     assert (mask[~inside] == 0).all(), "the mask is not empty outside the selection"
     assert_has_subject(mask[inside])
+    assert_masks_close(mask[0:300, 150:450], references[("selection limit", "photo")])
     assert selection(gimp, case) is not None, "the selection was removed"
 
 
@@ -729,3 +745,144 @@ def test_dialog_cancel_changes_nothing(gui_run):
     assert case["dialog"].get("pressed"), f"the dialog never appeared: {case['dialog']}"
     assert case["status"] == "cancel"
     assert case["after"] == case["before"], "the image changed although the dialog was cancelled"
+
+
+# ---------------------------------------------------------------------------------------------
+# installer/gimp.py, on folders of a fake home (no GIMP needed)
+# ---------------------------------------------------------------------------------------------
+
+PLUGIN_FOLDER = Path("plug-ins") / "ai-remove-background"
+
+
+@pytest.fixture
+def fake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("GIMP3_DIRECTORY", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    return home
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    return Engine(python=tmp_path / "venv" / "bin" / "python", models_dir=tmp_path / "models")
+
+
+def test_installs_into_gimp3_directory(fake_home, engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("GIMP3_DIRECTORY", str(tmp_path / "gimp3"))
+    manifest = Manifest(tmp_path / "manifest.json")
+    installed = gimp_installer.install(engine, manifest, required=False)
+    target = tmp_path / "gimp3" / PLUGIN_FOLDER
+    assert installed == [target]
+    script = target / "ai-remove-background.py"
+    assert script.stat().st_mode & 0o111, "the script is not executable"
+    assert script.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    assert (target / "worker_client.py").is_file()
+    assert (target / OWNER_MARKER).is_file()
+    catalogue = json.loads((target / "catalogue.json").read_text())
+    assert list(catalogue["models"]) == list(CATALOGUE["models"])
+    assert json.loads((target / "engine.json").read_text())["python"] == str(engine.python)
+    assert str(target) in manifest.created
+    assert manifest.settings[gimp_installer.MANIFEST_KEY] == [str(target)]
+
+
+def test_reinstall_replaces_own_folder(fake_home, engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("GIMP3_DIRECTORY", str(tmp_path / "gimp3"))
+    manifest = Manifest(tmp_path / "manifest.json")
+    gimp_installer.install(engine, manifest, required=False)
+    stale = tmp_path / "gimp3" / PLUGIN_FOLDER / "stale.txt"
+    stale.write_text("left over from an older version")
+    installed = gimp_installer.install(engine, manifest, required=False)
+    assert installed == [tmp_path / "gimp3" / PLUGIN_FOLDER]
+    assert not stale.exists()
+    assert manifest.settings[gimp_installer.MANIFEST_KEY] == [str(installed[0])]
+
+
+def test_foreign_plugin_folder_kept(fake_home, engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("GIMP3_DIRECTORY", str(tmp_path / "gimp3"))
+    foreign = tmp_path / "gimp3" / PLUGIN_FOLDER
+    foreign.mkdir(parents=True)
+    (foreign / "ai-remove-background.py").write_text("# the user's own script\n")
+    with pytest.raises(InstallError, match="was not created by this installer"):
+        gimp_installer.install(engine, Manifest(tmp_path / "manifest.json"), required=False)
+    assert (foreign / "ai-remove-background.py").read_text() == "# the user's own script\n"
+
+
+def test_missing_gimp_skipped_with_note(fake_home, engine, tmp_path, capsys):
+    installed = gimp_installer.install(engine, Manifest(tmp_path / "manifest.json"), required=False)
+    assert installed == []
+    assert "GIMP 3 not found" in capsys.readouterr().out
+    assert not (fake_home / ".config").exists()
+
+
+def test_missing_gimp_required_creates_default(fake_home, engine, tmp_path):
+    installed = gimp_installer.install(engine, Manifest(tmp_path / "manifest.json"), required=True)
+    assert installed == [fake_home / ".config" / "GIMP" / "3.0" / PLUGIN_FOLDER]
+    assert (installed[0] / "ai-remove-background.py").is_file()
+
+
+def test_flatpak_and_snap_folders(fake_home, engine, tmp_path):
+    flatpak = fake_home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0"
+    snap = fake_home / "snap" / "gimp" / "current" / ".config" / "GIMP" / "3.0"
+    flatpak.mkdir(parents=True)
+    snap.mkdir(parents=True)
+    installed = gimp_installer.install(engine, Manifest(tmp_path / "manifest.json"), required=False)
+    assert installed == [flatpak / PLUGIN_FOLDER, snap / PLUGIN_FOLDER]
+    assert not (fake_home / ".config").exists()
+
+
+def test_xdg_config_home_honoured(fake_home, engine, tmp_path, monkeypatch):
+    config_home = tmp_path / "xdg"
+    (config_home / "GIMP" / "3.0").mkdir(parents=True)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    installed = gimp_installer.install(engine, Manifest(tmp_path / "manifest.json"), required=False)
+    assert installed == [config_home / "GIMP" / "3.0" / PLUGIN_FOLDER]
+
+
+def test_windows_and_macos_folders(fake_home, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("APPDATA", str(tmp_path / "Roaming"))
+    assert gimp_installer.configuration_folders() == [tmp_path / "Roaming" / "GIMP" / "3.0"]
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert gimp_installer.configuration_folders() == [
+        fake_home / "Library" / "Application Support" / "GIMP" / "3.0"
+    ]
+
+
+def test_uninstall_removes_only_installed(fake_home, engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("GIMP3_DIRECTORY", str(tmp_path / "gimp3"))
+    manifest = Manifest(tmp_path / "manifest.json")
+    [target] = gimp_installer.install(engine, manifest, required=False)
+    other_plugin = tmp_path / "gimp3" / "plug-ins" / "someone-elses-plugin"
+    other_plugin.mkdir()
+    removed = gimp_installer.uninstall(manifest)
+    assert removed == [target]
+    assert not target.exists()
+    assert other_plugin.is_dir()
+    assert str(target) not in manifest.created
+    assert manifest.settings[gimp_installer.MANIFEST_KEY] == []
+
+
+def test_uninstall_keeps_folder_without_marker(fake_home, engine, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GIMP3_DIRECTORY", str(tmp_path / "gimp3"))
+    manifest = Manifest(tmp_path / "manifest.json")
+    [target] = gimp_installer.install(engine, manifest, required=False)
+    (target / OWNER_MARKER).unlink()
+    assert gimp_installer.uninstall(manifest) == []
+    assert target.is_dir()
+    assert f"left in place (not created by install.py): {target}" in capsys.readouterr().out
+
+
+def test_crlf_script_rewritten_with_lf(tmp_path):
+    script = tmp_path / "ai-remove-background.py"
+    script.write_bytes(b"#!/usr/bin/env python3\r\nprint('hi')\r\n")
+    gimp_installer.normalise_line_endings(script)
+    assert script.read_bytes() == b"#!/usr/bin/env python3\nprint('hi')\n"
+
+
+def test_editor_dispatch_installs_gimp(fake_home, engine, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GIMP3_DIRECTORY", str(tmp_path / "gimp3"))
+    editor_installers.install_all(engine, Manifest(tmp_path / "manifest.json"), ["gimp"])
+    assert f"- gimp plug-in installed in {tmp_path / 'gimp3' / PLUGIN_FOLDER}" in capsys.readouterr().out
