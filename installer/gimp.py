@@ -96,7 +96,9 @@ def install_into(folder: Path, engine: Engine, manifest: Manifest) -> Path:
     try:
         plugins.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise InstallError(f"cannot create GIMP's plug-ins folder {plugins} ({error}): check its permissions") from None
+        raise InstallError(
+            f"cannot create GIMP's plug-ins folder {plugins} ({error}): check its permissions"
+        ) from None
     target = plugins / PLUGIN_NAME
     copy_owned_folder(PLUGIN_SOURCE, target, manifest)
     write_engine_file(target, engine)
@@ -149,4 +151,3 @@ def uninstall(manifest: Manifest) -> List[Path]:
             kept.append(text)
     manifest.settings[MANIFEST_KEY] = kept
     return removed
-

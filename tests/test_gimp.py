@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from editors.host import CHECKOUT, EditorHost
 from editors.xcf_reader import read_xcf
+from PIL import Image
+
 from installer import editors as editor_installers
 from installer import gimp as gimp_installer
 from installer.common import OWNER_MARKER, Engine, InstallError, Manifest
@@ -85,7 +85,9 @@ class GimpSession:
         results["job"] = {case["name"]: case for case in cases}
         return results
 
-    def cli_masks(self, sources: list[str], model: str, options: list[str] | None = None) -> dict[str, np.ndarray]:
+    def cli_masks(
+        self, sources: list[str], model: str, options: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Run the engine's CLI once on several PNGs; return {source path: mask}."""
         options = options or []
         tag = "-".join([model] + [option.strip("-") for option in options])
@@ -93,7 +95,9 @@ class GimpSession:
         # An existing folder makes -o a folder even for one input.
         self.path(output_dir).mkdir()
         cli = str(Path(self.host.engine_python).parent / "ai-remove-background")
-        result = self.host.run([cli, *sources, "--mask", "--model", model, *options, "-o", output_dir], timeout=900)
+        result = self.host.run(
+            [cli, *sources, "--mask", "--model", model, *options, "-o", output_dir], timeout=900
+        )
         assert result.returncode == 0, f"the CLI failed:\n{result.stdout}\n{result.stderr}"
         return {source: load_png(self.path(f"{output_dir}/{Path(source).stem}.png")) for source in sources}
 
@@ -125,16 +129,27 @@ def gimp(editor_host: EditorHost) -> GimpSession:
     run_dir = editor_host.new_run_dir()
     session = GimpSession(editor_host, run_dir, f"{run_dir}/gimp3")
     installed = editor_host.run(
-        ["python3", str(INSTALLER), editor_host.engine_python, editor_host.models_dir, f"{run_dir}/manifest.json"],
+        [
+            "python3",
+            str(INSTALLER),
+            editor_host.engine_python,
+            editor_host.models_dir,
+            f"{run_dir}/manifest.json",
+        ],
         env={"GIMP3_DIRECTORY": session.gimp_dir},
     )
-    assert installed.returncode == 0, f"installing the plug-in failed:\n{installed.stdout}\n{installed.stderr}"
+    assert installed.returncode == 0, (
+        f"installing the plug-in failed:\n{installed.stdout}\n{installed.stderr}"
+    )
     return session
 
 
 @pytest.fixture(scope="module")
 def sources(gimp: GimpSession) -> dict[str, str]:
-    return {"astronaut": write_source_png(gimp, "astronaut.jpg"), "chelsea": write_source_png(gimp, "chelsea.jpg")}
+    return {
+        "astronaut": write_source_png(gimp, "astronaut.jpg"),
+        "chelsea": write_source_png(gimp, "chelsea.jpg"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,32 +187,102 @@ def layer_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
         {"name": "16-bit", "source": cat, "precision": "U16_NON_LINEAR", "save": True},
         {"name": "32-bit float", "source": cat, "precision": "FLOAT_LINEAR", "save": True},
         {"name": "alpha", "source": cat, "alpha": "ramp", "save": True},
-        {"name": "mask replace", "source": cat, "existing_mask": "ramp", "args": {"existing-mask": "replace"}},
-        {"name": "mask intersect", "source": cat, "existing_mask": "ramp", "args": {"existing-mask": "intersect"}},
+        {
+            "name": "mask replace",
+            "source": cat,
+            "existing_mask": "ramp",
+            "args": {"existing-mask": "replace"},
+        },
+        {
+            "name": "mask intersect",
+            "source": cat,
+            "existing_mask": "ramp",
+            "args": {"existing-mask": "intersect"},
+        },
         {"name": "mask keep", "source": cat, "existing_mask": "ramp", "args": {"existing-mask": "keep"}},
-        {"name": "output selection", "source": cat, "canvas": [400, 300], "offset": [-40, -30],
-         "args": {"output": "selection"}},
+        {
+            "name": "output selection",
+            "source": cat,
+            "canvas": [400, 300],
+            "offset": [-40, -30],
+            "args": {"output": "selection"},
+        },
         {"name": "output new layer", "source": cat, "args": {"output": "new-layer"}, "save": True},
-        {"name": "output colour", "source": cat, "args": {"output": "background-colour", "background-colour": ORANGE},
-         "save": True},
-        {"name": "output blur", "source": cat, "selection": [50, 50, 200, 150],
-         "args": {"output": "background-blur", "blur-radius": 8.0, "selection-only": False}},
+        {
+            "name": "output colour",
+            "source": cat,
+            "args": {"output": "background-colour", "background-colour": ORANGE},
+            "save": True,
+        },
+        {
+            "name": "output blur",
+            "source": cat,
+            "selection": [50, 50, 200, 150],
+            "args": {"output": "background-blur", "blur-radius": 8.0, "selection-only": False},
+        },
         # The canvas selection x 180-480, y 20-320 covers x 150-450, y 0-300 of the layer at (30, 20):
         # the model sees that box only, as the CLI does on the same box cut out of the layer.
-        {"name": "selection limit", "source": cat, "canvas": [500, 340], "offset": [30, 20],
-         "selection": [180, 20, 300, 300], "reference_box": [150, 0, 300, 300]},
-        {"name": "selection misses layer", "source": cat, "canvas": [800, 600], "selection": [600, 400, 100, 100],
-         "reference": False},
-        {"name": "layer group", "source": cat, "canvas": [500, 340], "offset": [25, 15], "target": "group",
-         "save": True},
+        {
+            "name": "selection limit",
+            "source": cat,
+            "canvas": [500, 340],
+            "offset": [30, 20],
+            "selection": [180, 20, 300, 300],
+            "reference_box": [150, 0, 300, 300],
+        },
+        {
+            "name": "selection misses layer",
+            "source": cat,
+            "canvas": [800, 600],
+            "selection": [600, 400, 100, 100],
+            "reference": False,
+        },
+        {
+            "name": "layer group",
+            "source": cat,
+            "canvas": [500, 340],
+            "offset": [25, 15],
+            "target": "group",
+            "save": True,
+        },
         {"name": "text layer", "source": cat, "target": "text", "reference": False},
-        {"name": "two layers", "source": cat, "canvas": [800, 700], "second_source": astronaut,
-         "second_offset": [200, 150], "target": "both layers"},
+        {
+            "name": "indexed colour",
+            "source": cat,
+            "mode": "indexed",
+            "args": {"output": "background-colour", "background-colour": ORANGE},
+        },
+        {"name": "group new layer", "source": cat, "target": "group", "args": {"output": "new-layer"}},
+        {
+            "name": "text new layer",
+            "source": cat,
+            "target": "text",
+            "args": {"output": "new-layer"},
+            "reference": False,
+        },
+        {
+            "name": "two layers",
+            "source": cat,
+            "canvas": [800, 700],
+            "second_source": astronaut,
+            "second_offset": [200, 150],
+            "target": "both layers",
+        },
         {"name": "channel", "source": cat, "target": "channel", "export_source": False},
         {"name": "layer mask", "source": cat, "target": "layer mask", "export_source": False},
-        {"name": "options", "source": cat, "cli_options": ["--invert", "--grow", "3", "--feather", "2", "--no-refine"],
-         "args": {"invert": True, "grow": 3, "feather": 2.0, "refine-edges": False}},
-        {"name": "cancel", "source": astronaut, "cancel": True, "args": {"model": "isnet"}, "reference": False},
+        {
+            "name": "options",
+            "source": cat,
+            "cli_options": ["--invert", "--grow", "3", "--feather", "2", "--no-refine"],
+            "args": {"invert": True, "grow": 3, "feather": 2.0, "refine-edges": False},
+        },
+        {
+            "name": "cancel",
+            "source": astronaut,
+            "cancel": True,
+            "args": {"model": "isnet"},
+            "reference": False,
+        },
     ]
     return gimp.run_gimp("layers", [fast(case) for case in cases])
 
@@ -207,19 +292,61 @@ def gui_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
     """The full GIMP: undo and redo with Ctrl+Z and Ctrl+Y, and the dialog driven by its shortcuts."""
     cat = sources["chelsea"]
     cases = [
-        fast({"name": "undo colour background", "source": cat, "display": True, "undo": True, "reference": False,
-              "existing_mask": "ramp", "args": {"output": "background-colour"}}),
-        fast({"name": "undo new layer", "source": cat, "display": True, "undo": True, "reference": False,
-              "args": {"output": "new-layer"}}),
-        fast({"name": "undo selection", "source": cat, "display": True, "undo": True, "reference": False,
-              "canvas": [400, 300], "offset": [-40, -30], "args": {"output": "selection"}}),
+        fast(
+            {
+                "name": "undo colour background",
+                "source": cat,
+                "display": True,
+                "undo": True,
+                "reference": False,
+                "existing_mask": "ramp",
+                "args": {"output": "background-colour"},
+            }
+        ),
+        fast(
+            {
+                "name": "undo new layer",
+                "source": cat,
+                "display": True,
+                "undo": True,
+                "reference": False,
+                "args": {"output": "new-layer"},
+            }
+        ),
+        fast(
+            {
+                "name": "undo selection",
+                "source": cat,
+                "display": True,
+                "undo": True,
+                "reference": False,
+                "canvas": [400, 300],
+                "offset": [-40, -30],
+                "args": {"output": "selection"},
+            }
+        ),
         # Alt+I ticks "_Invert", Alt+O presses "_OK". The second run must start from these values.
-        {"name": "dialog invert", "source": cat, "display": True, "cli_options": ["--invert"],
-         "dialog_shortcuts": [["Alt_L", "i"], ["Alt_L", "o"]]},
-        {"name": "dialog remembers", "source": cat, "display": True, "cli_options": ["--invert"],
-         "dialog_shortcuts": [["Alt_L", "o"]]},
-        {"name": "dialog cancel", "source": cat, "display": True, "dialog_shortcuts": [["Escape"]],
-         "reference": False},
+        {
+            "name": "dialog invert",
+            "source": cat,
+            "display": True,
+            "cli_options": ["--invert"],
+            "dialog_shortcuts": [["Alt_L", "i"], ["Alt_L", "o"]],
+        },
+        {
+            "name": "dialog remembers",
+            "source": cat,
+            "display": True,
+            "cli_options": ["--invert"],
+            "dialog_shortcuts": [["Alt_L", "o"]],
+        },
+        {
+            "name": "dialog cancel",
+            "source": cat,
+            "display": True,
+            "dialog_shortcuts": [["Escape"]],
+            "reference": False,
+        },
     ]
     return gimp.run_gimp("gui", cases, gui=True)
 
@@ -237,7 +364,10 @@ def reference_masks(session: GimpSession, run: dict) -> dict[tuple[str, str], np
         case = run["job"][name]
         if not case.get("reference", True):
             continue
-        key = (case.get("args", {}).get("model", CATALOGUE["default_model"]), tuple(case.get("cli_options", [])))
+        key = (
+            case.get("args", {}).get("model", CATALOGUE["default_model"]),
+            tuple(case.get("cli_options", [])),
+        )
         for layer_name, source in result.get("source_pngs", {}).items():
             if "reference_box" in case:
                 source = crop_png(session, source, case["reference_box"])
@@ -281,7 +411,9 @@ def layer_entry(case: dict, name: str) -> dict:
     for entry in case["image"]["layers"]:
         if entry["name"] == name:
             return entry
-    raise AssertionError(f"no layer {name!r} after {case['name']!r}: {[e['name'] for e in case['image']['layers']]}")
+    raise AssertionError(
+        f"no layer {name!r} after {case['name']!r}: {[e['name'] for e in case['image']['layers']]}"
+    )
 
 
 def raw_plane(session: GimpSession, path: str, width: int, height: int, channels: int = 1) -> np.ndarray:
@@ -332,7 +464,7 @@ def place_on_canvas(mask: np.ndarray, offsets: list[int], width: int, height: in
     x0, y0 = max(left, 0), max(top, 0)
     x1, y1 = min(left + mask_width, width), min(top + mask_height, height)
     if x1 > x0 and y1 > y0:
-        canvas[y0:y1, x0:x1] = mask[y0 - top:y1 - top, x0 - left:x1 - left]
+        canvas[y0:y1, x0:x1] = mask[y0 - top : y1 - top, x0 - left : x1 - left]
     return canvas
 
 
@@ -371,7 +503,11 @@ def test_model_choices_match_catalogue(photo_run):
 def test_argument_defaults(photo_run):
     arguments = photo_run["procedure"]["arguments"]
     assert arguments["output"]["choices"] == [
-        "mask", "selection", "new-layer", "background-colour", "background-blur"
+        "mask",
+        "selection",
+        "new-layer",
+        "background-colour",
+        "background-blur",
     ]
     assert arguments["output"]["default"] == "mask"
     assert arguments["existing-mask"]["choices"] == ["replace", "intersect", "keep"]
@@ -390,9 +526,26 @@ def test_dialog_has_widget_per_argument(gui_run):
     missing = [name for name, widget in dialog["widgets"].items() if widget is None]
     assert missing == [], f"no dialog widget for {missing}"
     assert set(dialog["widgets"]) == {
-        "model", "refine-edges", "grow", "feather", "invert", "output", "existing-mask",
-        "selection-only", "background-colour", "blur-radius",
+        "model",
+        "refine-edges",
+        "grow",
+        "feather",
+        "invert",
+        "output",
+        "existing-mask",
+        "selection-only",
+        "background-colour",
+        "blur-radius",
     }
+
+
+def test_dialog_mnemonics_unique(gui_run):
+    labels = gui_run["dialog"]["mnemonic_labels"]
+    assert "_OK" in labels
+    assert "_Cancel" in labels
+    letters = [label[label.index("_") + 1].lower() for label in labels]
+    repeated = sorted({letter for letter in letters if letters.count(letter) > 1})
+    assert repeated == [], f"mnemonics used twice: {repeated} in {labels}"
 
 
 def test_installed_script_layout(gimp):
@@ -450,7 +603,9 @@ def test_mask_output_leaves_no_side_effects(photo_run):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["offset", "negative offset", "grayscale", "indexed", "16-bit", "32-bit float"])
+@pytest.mark.parametrize(
+    "name", ["offset", "negative offset", "grayscale", "indexed", "16-bit", "32-bit float"]
+)
 def test_layer_mask_matches_cli(gimp, layer_run, references, name):
     case = successful(layer_run, name)
     mask = layer_mask(gimp, case)
@@ -473,8 +628,9 @@ def test_offset_layer_keeps_geometry(gimp, layer_run, name):
 def test_offset_png_alpha_is_mask_on_canvas(gimp, layer_run, name):
     case = successful(layer_run, name)
     image = case["image"]
-    expected = place_on_canvas(layer_mask(gimp, case), layer_entry(case, "photo")["offsets"],
-                               image["width"], image["height"])
+    expected = place_on_canvas(
+        layer_mask(gimp, case), layer_entry(case, "photo")["offsets"], image["width"], image["height"]
+    )
     png = load_png(gimp.path(case["png"]))
     np.testing.assert_array_equal(png[:, :, 3], expected)
 
@@ -554,7 +710,9 @@ def test_output_selection_on_canvas(gimp, layer_run, references):
     selected = selection(gimp, case)
     assert selected is not None, "no selection was made"
     image = case["image"]
-    expected = place_on_canvas(references[("output selection", "photo")], [-40, -30], image["width"], image["height"])
+    expected = place_on_canvas(
+        references[("output selection", "photo")], [-40, -30], image["width"], image["height"]
+    )
     assert_masks_close(selected, expected)
     assert image["channels"] == [], "the temporary channel was left in the image"
 
@@ -886,3 +1044,30 @@ def test_editor_dispatch_installs_gimp(fake_home, engine, tmp_path, monkeypatch,
     monkeypatch.setenv("GIMP3_DIRECTORY", str(tmp_path / "gimp3"))
     editor_installers.install_all(engine, Manifest(tmp_path / "manifest.json"), ["gimp"])
     assert f"- gimp plug-in installed in {tmp_path / 'gimp3' / PLUGIN_FOLDER}" in capsys.readouterr().out
+
+
+def test_indexed_colour_background(gimp, layer_run, references):
+    case = successful(layer_run, "indexed colour")
+    assert [entry["name"] for entry in case["image"]["layers"]] == ["photo", "photo background"]
+    assert case["image"]["base_type"] == "indexed"
+    assert_masks_close(layer_mask(gimp, case), references[("indexed colour", "photo")])
+    background = layer_pixels(gimp, case, "photo background").reshape(-1, 4)
+    assert len(np.unique(background, axis=0)) == 1, "the background layer is not one colour"
+
+
+def test_group_new_layer_is_merged(gimp, layer_run, references):
+    case = successful(layer_run, "group new layer")
+    cutout = layer_entry(case, "group (cut out)")
+    assert cutout["type"] == "Layer"
+    assert cutout["parent"] is None
+    assert layer_entry(case, "group")["visible"] is False
+    alpha = layer_pixels(gimp, case, "group (cut out)")[:, :, 3]
+    assert_masks_close(alpha, references[("group new layer", "group")])
+
+
+def test_text_new_layer(gimp, layer_run):
+    case = successful(layer_run, "text new layer")
+    assert layer_entry(case, "Cat")["type"] == "TextLayer"
+    cutout = layer_pixels(gimp, case, "Cat (cut out)")
+    text = layer_pixels(gimp, case, "Cat")
+    assert (cutout[:, :, 3] <= text[:, :, 3]).all(), "the cut-out is more opaque than the text"

@@ -55,10 +55,8 @@ EXISTING_MASK_CHOICES = [
     ("intersect", "Intersect the result with it"),
     ("keep", "Keep it and add the result as a selection"),
 ]
-# Outputs that put the result into the layer's own mask.
-MASK_OUTPUTS = ("mask", "background-colour", "background-blur")
 
-# Masks and the selection hold coverage, not colour, so they are read and written as linear grey.
+# Masks and the selection contain coverage, not colour, so they are read and written as linear grey.
 MASK_FORMAT = "Y u8"
 # The worker takes u8, u16 or f32 samples in sRGB encoding ("R'G'B'A" in babl's names).
 PIXEL_FORMATS = {
@@ -194,6 +192,9 @@ def check_drawables(drawables: list[Gimp.Drawable]) -> list[Gimp.Layer]:
 
 
 def check_settings(image: Gimp.Image, layers: list[Gimp.Layer], settings: Settings) -> None:
+    outputs = [nick for nick, _ in OUTPUT_CHOICES]
+    if settings.output not in outputs:
+        raise PluginError(f"unknown output {settings.output!r}: expected one of {', '.join(outputs)}")
     if settings.output == "background-blur" and image.get_base_type() == Gimp.ImageBaseType.INDEXED:
         raise PluginError(
             "a blurred background needs an RGB or grayscale image, and this image is indexed: "
@@ -316,7 +317,12 @@ def compute_masks(image: Gimp.Image, layers: list[Gimp.Layer], settings: Setting
                 )
             log.info(
                 "layer '%s' (%dx%d, %s): model %s on %s in %.1f s",
-                name, width, height, sample, reply.get("model"), reply.get("provider"),
+                name,
+                width,
+                height,
+                sample,
+                reply.get("model"),
+                reply.get("provider"),
                 float(reply.get("seconds", 0.0)),
             )
 
@@ -336,8 +342,15 @@ def compute_masks(image: Gimp.Image, layers: list[Gimp.Layer], settings: Setting
 # ---------------------------------------------------------------------------------------------
 
 
-def write_plane(drawable: Gimp.Drawable, x: int, y: int, width: int, height: int, data: bytes,
-                format_name: str = MASK_FORMAT) -> None:
+def write_plane(
+    drawable: Gimp.Drawable,
+    x: int,
+    y: int,
+    width: int,
+    height: int,
+    data: bytes,
+    format_name: str = MASK_FORMAT,
+) -> None:
     buffer = drawable.get_buffer()
     buffer.set(Gegl.Rectangle.new(x, y, width, height), format_name, data)
     buffer.flush()
@@ -356,7 +369,9 @@ def set_layer_mask(layer: Gimp.Layer, mask: bytes) -> None:
     write_plane(layer_mask, 0, 0, layer.get_width(), layer.get_height(), mask)
 
 
-def crop_to_canvas(image: Gimp.Image, layer: Gimp.Layer, mask: bytes) -> tuple[int, int, int, int, bytes] | None:
+def crop_to_canvas(
+    image: Gimp.Image, layer: Gimp.Layer, mask: bytes
+) -> tuple[int, int, int, int, bytes] | None:
     """Return (x, y, width, height, pixels) of the part of a layer mask that lies on the canvas."""
     offset_x, offset_y = layer.get_offsets()[1:]
     width, height = layer.get_width(), layer.get_height()
@@ -368,7 +383,7 @@ def crop_to_canvas(image: Gimp.Image, layer: Gimp.Layer, mask: bytes) -> tuple[i
     rows = []
     for y in range(top, bottom):
         start = (y - offset_y) * width + (left - offset_x)
-        rows.append(mask[start:start + right - left])
+        rows.append(mask[start : start + right - left])
     return left, top, right - left, bottom - top, b"".join(rows)
 
 
@@ -382,7 +397,7 @@ def add_to_selection(image: Gimp.Image, result: LayerResult, operation: Gimp.Cha
     if cropped is not None:
         x, y, width, height, pixels = cropped
         # Selecting a channel copies its stored values unconverted, so write them in the
-        # channel's own colour model ("Y'" in 8-bit perceptual images, "Y" otherwise).
+        # channel's own colour model ("Y'" in 8-bit non-linear images, "Y" in linear ones).
         model = Babl.get_name(channel.get_format()).split(" ")[0]
         write_plane(channel, x, y, width, height, pixels, f"{model} u8")
     image.select_item(operation, channel)
@@ -426,8 +441,13 @@ def base_layer_type(image: Gimp.Image) -> Gimp.ImageType:
 def add_colour_background(image: Gimp.Image, layer: Gimp.Layer, colour: Gegl.Color) -> Gimp.Layer:
     """Insert an opaque layer of `colour` below the layer, with the same bounds."""
     background = Gimp.Layer.new(
-        image, f"{layer.get_name()} background", layer.get_width(), layer.get_height(),
-        base_layer_type(image), 100.0, Gimp.LayerMode.NORMAL,
+        image,
+        f"{layer.get_name()} background",
+        layer.get_width(),
+        layer.get_height(),
+        base_layer_type(image),
+        100.0,
+        Gimp.LayerMode.NORMAL,
     )
     image.insert_layer(background, layer.get_parent(), image.get_item_position(layer) + 1)
     background.set_offsets(*layer.get_offsets()[1:])
@@ -472,11 +492,12 @@ def apply_results(image: Gimp.Image, results: list[LayerResult], settings: Setti
 
     for result in results:
         layer = result.layer
+        # check_settings accepted only the outputs handled here.
         if settings.output == "selection":
             select(result)
         elif settings.output == "new-layer":
             new_layers.append(add_cutout_layer(image, result))
-        elif settings.output in MASK_OUTPUTS:
+        else:  # mask, background-colour and background-blur put the result into the layer's mask
             if settings.output == "background-colour":
                 add_colour_background(image, layer, settings.background_colour)
             elif settings.output == "background-blur":
@@ -485,8 +506,6 @@ def apply_results(image: Gimp.Image, results: list[LayerResult], settings: Setti
                 select(result)
             else:
                 set_layer_mask(layer, result.mask)
-        else:
-            raise PluginError(f"unknown output {settings.output!r}: choose one of the listed outputs")
 
     # Inserting layers and channels changes which layers are selected in the Layers dockable.
     image.set_selected_layers(new_layers or selected_layers)
@@ -544,8 +563,8 @@ def run(procedure, run_mode, image, drawables, config, data):
     if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
 
-    # GIMP's Cancel button kills the plug-in, and kills its whole process group when that
-    # differs from GIMP's own: a group of our own lets the engine's worker die with us.
+    # GIMP's Cancel button kills the plug-in, and its whole process group when that differs from
+    # GIMP's own (app/plug-in/gimpplugin.c), so a group of our own takes the worker down too.
     if hasattr(os, "setpgid"):
         try:
             os.setpgid(0, 0)
@@ -554,27 +573,39 @@ def run(procedure, run_mode, image, drawables, config, data):
 
     Gimp.progress_init("AI Remove Background")
     try:
-        settings = Settings.from_config(config)
-        layers = check_drawables(list(drawables))
-        check_settings(image, layers, settings)
-        results = compute_masks(image, layers, settings)
-        Gimp.progress_set_text("AI Remove Background: applying")
-        image.undo_group_start()
-        try:
-            apply_results(image, results, settings)
-        finally:
-            image.undo_group_end()
-    except PluginError as error:
-        return error_values(procedure, str(error))
-    except GLib.Error as error:
-        # NOTE: a GIMP call that fails while applying leaves the steps before it in the undo
-        # group; plug-ins cannot undo, so Edit > Undo restores the image.
-        return error_values(procedure, f"GIMP refused a step ({error.message}); Edit > Undo restores the image")
+        return remove_backgrounds(procedure, image, list(drawables or []), config)
     except Exception as error:  # a bug: report it rather than end with GIMP's "plug-in crashed"
         traceback.print_exc()
         return error_values(procedure, f"internal error ({type(error).__name__}: {error}); please report it")
     finally:
         Gimp.progress_end()
+
+
+def remove_backgrounds(procedure, image, drawables, config):
+    """Compute every selected layer's mask, then apply all results in one undo group."""
+    try:
+        settings = Settings.from_config(config)
+        layers = check_drawables(drawables)
+        check_settings(image, layers, settings)
+        results = compute_masks(image, layers, settings)
+    except PluginError as error:
+        return error_values(procedure, str(error))
+    except GLib.Error as error:
+        return error_values(procedure, f"reading the layers failed ({error.message})")
+
+    Gimp.progress_set_text("AI Remove Background: applying")
+    image.undo_group_start()
+    try:
+        apply_results(image, results, settings)
+    except (PluginError, GLib.Error) as error:
+        # NOTE: plug-ins cannot undo, so the steps applied before the failure stay in the undo
+        # group, and the message points the user to Edit > Undo.
+        detail = error.message if isinstance(error, GLib.Error) else str(error)
+        return error_values(
+            procedure, f"applying the result failed ({detail}): Edit > Undo restores the image"
+        )
+    finally:
+        image.undo_group_end()
 
     for result in results:
         if not any(result.mask):
@@ -618,7 +649,8 @@ class AiRemoveBackground(Gimp.PlugIn):
 
         flags = GObject.ParamFlags.READWRITE
         # Each label's mnemonic (the letter after "_") is unique in the dialog, whose buttons
-        # already use H, R, C and O (_Help, _Reset, _Cancel, _OK).
+        # already use L, S, H, R, C and O (_Load Saved Settings, _Save Settings, _Help, _Reset,
+        # _Cancel, _OK).
         models, default_model = load_model_choices()
         procedure.add_choice_argument(
             "model", "_Model", "AI model that finds the subject", make_choice(models), default_model, flags
@@ -630,7 +662,13 @@ class AiRemoveBackground(Gimp.PlugIn):
             "grow", "_Grow (px)", "Pixels to grow the mask by; negative values shrink it", -500, 500, 0, flags
         )
         procedure.add_double_argument(
-            "feather", "_Feather (px)", "Gaussian feather radius of the mask edge in pixels", 0.0, 500.0, 0.0, flags
+            "feather",
+            "_Feather (px)",
+            "Gaussian feather radius of the mask edge in pixels",
+            0.0,
+            500.0,
+            0.0,
+            flags,
         )
         procedure.add_boolean_argument(
             "invert", "_Invert", "Keep the background and remove the subject instead", False, flags
@@ -648,7 +686,7 @@ class AiRemoveBackground(Gimp.PlugIn):
         )
         procedure.add_boolean_argument(
             "selection-only",
-            "Search only inside the _selection",
+            "Search only i_nside the selection",
             "When there is a selection, look for the subject inside it only; the mask is empty outside",
             True,
             flags,

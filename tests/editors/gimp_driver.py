@@ -111,7 +111,9 @@ def prepare(case):
     if case.get("mode") == "gray":
         image.convert_grayscale()
     elif case.get("mode") == "indexed":
-        image.convert_indexed(Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 255, False, False, "")
+        image.convert_indexed(
+            Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 255, False, False, ""
+        )
     if "canvas" in case:
         image.resize(case["canvas"][0], case["canvas"][1], 0, 0)
     if "offset" in case:
@@ -145,7 +147,9 @@ def prepare(case):
         layer.add_mask(layer.create_mask(Gimp.AddMaskType.WHITE))
         drawables = [layer.get_mask()]
     elif target == "channel":
-        channel = Gimp.Channel.new(image, "saved", image.get_width(), image.get_height(), 50.0, Gegl.Color.new("red"))
+        channel = Gimp.Channel.new(
+            image, "saved", image.get_width(), image.get_height(), 50.0, Gegl.Color.new("red")
+        )
         image.insert_channel(channel, None, 0)
         drawables = [channel]
     else:
@@ -409,7 +413,9 @@ def run_case(procedure, case, output_dir):
         helper.join(timeout=60)
     status = values.index(0)
     result["status"] = status.value_nick
-    result["message"] = values.index(1) if status != Gimp.PDBStatusType.SUCCESS and values.length() > 1 else ""
+    result["message"] = (
+        values.index(1) if status != Gimp.PDBStatusType.SUCCESS and values.length() > 1 else ""
+    )
     if case.get("cancel"):
         result["cancel"] = cancel_report
         result["worker_exited"] = wait_for_worker_exit(10)
@@ -483,8 +489,23 @@ def describe_dialog(procedure):
         widget = dialog.get_widget(name, GObject.TYPE_NONE)
         widgets[name] = type(widget).__name__ if widget is not None else None
     title = dialog.get_title()
+    mnemonic_labels = [label for label in widget_labels(dialog) if "_" in label]
     dialog.destroy()
-    return {"title": title, "widgets": widgets}
+    return {"title": title, "widgets": widgets, "mnemonic_labels": mnemonic_labels}
+
+
+def widget_labels(widget):
+    """Return the text of every label with a mnemonic in a widget tree, buttons included."""
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import Gtk
+
+    labels = []
+    if isinstance(widget, Gtk.Label) and widget.get_use_underline():
+        labels.append(widget.get_label())
+    if isinstance(widget, Gtk.Container):
+        for child in widget.get_children():
+            labels.extend(widget_labels(child))
+    return labels
 
 
 def main():
@@ -505,7 +526,10 @@ def main():
             try:
                 results["cases"][case["name"]] = run_case(procedure, case, output_dir)
             except Exception:
-                results["cases"][case["name"]] = {"name": case["name"], "driver_error": traceback.format_exc()}
+                results["cases"][case["name"]] = {
+                    "name": case["name"],
+                    "driver_error": traceback.format_exc(),
+                }
     with open(os.path.join(output_dir, "results.json"), "w", encoding="utf-8") as file:
         json.dump(results, file, indent=1)
 

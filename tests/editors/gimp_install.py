@@ -26,7 +26,9 @@ def main(argv: list[str]) -> int:
         return 2
     engine_python, models_dir, manifest_path = argv
     manifest = Manifest.load(Path(manifest_path))
-    installed = gimp.install(Engine(python=Path(engine_python), models_dir=Path(models_dir)), manifest, required=True)
+    installed = gimp.install(
+        Engine(python=Path(engine_python), models_dir=Path(models_dir)), manifest, required=True
+    )
     manifest.save()
     for folder in installed:
         print(folder)

@@ -79,13 +79,13 @@ class XTestConnection:
         if status != 1:
             reason = extra.decode("latin-1", "replace").strip("\0 ")
             raise XError(f"the X server refused the connection: {reason} (start Xvfb with -ac)")
-        vendor_length, = struct.unpack_from("<H", extra, 16)
+        (vendor_length,) = struct.unpack_from("<H", extra, 16)
         screen_count, format_count = extra[20], extra[21]
         self.min_keycode, self.max_keycode = extra[26], extra[27]
         if screen_count < 1:
             raise XError("the X server has no screen")
         screen_offset = 32 + vendor_length + _pad(vendor_length) + 8 * format_count
-        self.root, = struct.unpack_from("<I", extra, screen_offset)
+        (self.root,) = struct.unpack_from("<I", extra, screen_offset)
 
     def _reply(self) -> bytes:
         """Read the next reply, skipping events and raising XError on an error."""
@@ -94,12 +94,14 @@ class XTestConnection:
             if head[0] == 0:
                 raise XError(f"X error code {head[1]} for request opcode {head[10]}")
             if head[0] == 1:
-                extra_words, = struct.unpack_from("<I", head, 4)
+                (extra_words,) = struct.unpack_from("<I", head, 4)
                 return head + self._receive(4 * extra_words)
 
     def _extension_opcode(self, name: bytes) -> int:
         length = 2 + (len(name) + _pad(len(name))) // 4
-        request = struct.pack("<BxHHxx", OPCODE_QUERY_EXTENSION, length, len(name)) + name + b"\0" * _pad(len(name))
+        request = (
+            struct.pack("<BxHHxx", OPCODE_QUERY_EXTENSION, length, len(name)) + name + b"\0" * _pad(len(name))
+        )
         self.socket.sendall(request)
         reply = self._reply()
         if not reply[8]:
@@ -121,7 +123,16 @@ class XTestConnection:
         # FakeInput: type, detail, time (0 = now), root, pointer x and y (unused for keys), device.
         request = struct.pack(
             "<BBHBBxxIIxxxxxxxxhhxxxxxxxB",
-            self.xtest_opcode, XTEST_FAKE_INPUT, 9, event_type, keycode, 0, self.root, 0, 0, 0,
+            self.xtest_opcode,
+            XTEST_FAKE_INPUT,
+            9,
+            event_type,
+            keycode,
+            0,
+            self.root,
+            0,
+            0,
+            0,
         )
         self.socket.sendall(request)
 
@@ -132,25 +143,27 @@ class XTestConnection:
 
     def _atom(self, name: bytes) -> int:
         length = 2 + (len(name) + _pad(len(name))) // 4
-        request = struct.pack("<BBHHxx", OPCODE_INTERN_ATOM, 0, length, len(name)) + name + b"\0" * _pad(len(name))
+        request = (
+            struct.pack("<BBHHxx", OPCODE_INTERN_ATOM, 0, length, len(name)) + name + b"\0" * _pad(len(name))
+        )
         self.socket.sendall(request)
-        atom, = struct.unpack_from("<I", self._reply(), 8)
+        (atom,) = struct.unpack_from("<I", self._reply(), 8)
         return atom
 
     def _children(self, window: int) -> list[int]:
         self.socket.sendall(struct.pack("<BxHI", OPCODE_QUERY_TREE, 2, window))
         reply = self._reply()
-        count, = struct.unpack_from("<H", reply, 16)
+        (count,) = struct.unpack_from("<H", reply, 16)
         return list(struct.unpack_from(f"<{count}I", reply, 32))
 
     def _text_property(self, window: int, atom: int) -> str:
         self.socket.sendall(struct.pack("<BBHIIIII", OPCODE_GET_PROPERTY, 0, 6, window, atom, 0, 0, 4096))
         reply = self._reply()
         value_format = reply[1]
-        length, = struct.unpack_from("<I", reply, 16)
+        (length,) = struct.unpack_from("<I", reply, 16)
         if value_format != 8:
             return ""
-        return reply[32:32 + length].decode("utf-8", "replace")
+        return reply[32 : 32 + length].decode("utf-8", "replace")
 
     def window_titles(self) -> dict[int, str]:
         """Return {window: title} for the toplevel windows that have a title."""

@@ -33,12 +33,24 @@ COMPRESSION_ZLIB = 2
 
 # Precision values of XCF version 7 and later: (numpy type, maximum value for integers).
 PRECISIONS = {
-    100: (">u1", 255), 150: (">u1", 255), 175: (">u1", 255),
-    200: (">u2", 65535), 250: (">u2", 65535), 275: (">u2", 65535),
-    300: (">u4", 4294967295), 350: (">u4", 4294967295), 375: (">u4", 4294967295),
-    500: (">f2", None), 550: (">f2", None), 575: (">f2", None),
-    600: (">f4", None), 650: (">f4", None), 675: (">f4", None),
-    700: (">f8", None), 750: (">f8", None), 775: (">f8", None),
+    100: (">u1", 255),
+    150: (">u1", 255),
+    175: (">u1", 255),
+    200: (">u2", 65535),
+    250: (">u2", 65535),
+    275: (">u2", 65535),
+    300: (">u4", 4294967295),
+    350: (">u4", 4294967295),
+    375: (">u4", 4294967295),
+    500: (">f2", None),
+    550: (">f2", None),
+    575: (">f2", None),
+    600: (">f4", None),
+    650: (">f4", None),
+    675: (">f4", None),
+    700: (">f8", None),
+    750: (">f8", None),
+    775: (">f8", None),
 }
 
 
@@ -114,7 +126,9 @@ class XcfImage:
 
     def pixels(self, drawable: Drawable) -> np.ndarray:
         """Return the drawable's pixels as an array of shape (height, width, components), in storage order."""
-        return read_hierarchy(self.data, drawable.hierarchy_offset, self.version, self.compression, self.precision)
+        return read_hierarchy(
+            self.data, drawable.hierarchy_offset, self.version, self.compression, self.precision
+        )
 
     def mask_u8(self, drawable: Drawable) -> np.ndarray:
         """Return a one-component drawable (a mask or channel) as 8-bit values, shape (height, width)."""
@@ -168,7 +182,7 @@ class _Cursor:
 
     def string(self) -> str:
         length = self.u32()
-        raw = self.data[self.position:self.position + length]
+        raw = self.data[self.position : self.position + length]
         self.position += length
         return raw.rstrip(b"\0").decode("utf-8", "replace")
 
@@ -176,7 +190,7 @@ class _Cursor:
         result = {}
         while True:
             kind, length = self.unpack(">II")
-            result[kind] = self.data[self.position:self.position + length]
+            result[kind] = self.data[self.position : self.position + length]
             self.position += length
             if kind == PROP_END:
                 return result
@@ -242,7 +256,9 @@ def read_hierarchy(data: bytes, offset: int, version: int, compression: int, pre
     cursor.position = level_offset
     level_width, level_height = cursor.unpack(">II")
     if (level_width, level_height) != (width, height):
-        raise XcfError(f"level size {level_width}x{level_height} differs from hierarchy size {width}x{height}")
+        raise XcfError(
+            f"level size {level_width}x{level_height} differs from hierarchy size {width}x{height}"
+        )
     tile_offsets = cursor.pointers()
 
     component_type, _ = PRECISIONS[precision]
@@ -263,7 +279,7 @@ def read_hierarchy(data: bytes, offset: int, version: int, compression: int, pre
         tile_width = min(TILE_SIZE, width - left)
         size = tile_width * tile_height * bytes_per_pixel
         if compression == COMPRESSION_NONE:
-            raw = data[tile_offset:tile_offset + size]
+            raw = data[tile_offset : tile_offset + size]
         elif compression == COMPRESSION_RLE:
             raw = decode_rle_tile(data, tile_offset, tile_width * tile_height, bytes_per_pixel)
         elif compression == COMPRESSION_ZLIB:
@@ -274,7 +290,7 @@ def read_hierarchy(data: bytes, offset: int, version: int, compression: int, pre
         if len(raw) != size:
             raise XcfError(f"tile {index} has {len(raw)} bytes, expected {size}")
         tile = np.frombuffer(raw, dtype=component_type).reshape(tile_height, tile_width, components)
-        result[top:top + tile_height, left:left + tile_width] = tile
+        result[top : top + tile_height, left : left + tile_width] = tile
     return result
 
 
@@ -302,11 +318,11 @@ def decode_rle_tile(data: bytes, offset: int, pixel_count: int, bytes_per_pixel:
             elif opcode == 128:
                 count = (data[position] << 8) | data[position + 1]
                 position += 2
-                literal = data[position:position + count]
+                literal = data[position : position + count]
                 position += count
             else:
                 count = 256 - opcode
-                literal = data[position:position + count]
+                literal = data[position : position + count]
                 position += count
             if pixel + count > pixel_count:
                 raise XcfError(f"RLE run of {count} passes the tile's end at pixel {pixel} of {pixel_count}")
