@@ -172,6 +172,19 @@ def test_empty_limit_gives_empty_mask(client: WorkerClient) -> None:
 
 def test_hint_plane_kept(client: WorkerClient) -> None:
     hint = np.full((HEIGHT, WIDTH), 128, dtype=np.uint8)
+    hint[44:52, 60:68] = 255  # the disc's centre marked as subject
+    hint[:10, :10] = 0  # a background corner marked as background
+
+    mask = worker_mask(client, disc_samples(3), hint=hint.tobytes())
+
+    assert (mask[44:52, 60:68] == 255).all()
+    assert (mask[:10, :10] == 0).all()
+    assert (mask[INNER] >= 200).mean() >= 0.95
+    assert mask[OUTER].mean() <= 5
+
+
+def test_hint_overrides_model(client: WorkerClient) -> None:
+    hint = np.full((HEIGHT, WIDTH), 128, dtype=np.uint8)
     hint[:10, :10] = 255  # background marked as subject
     hint[40:56, 56:72] = 0  # the disc's centre marked as background
 
@@ -179,7 +192,6 @@ def test_hint_plane_kept(client: WorkerClient) -> None:
 
     assert (mask[:10, :10] == 255).all()
     assert (mask[40:56, 56:72] == 0).all()
-    assert mask[OUTER & (ROWS >= 10)].mean() <= 5
 
 
 def test_foreground_output(client: WorkerClient) -> None:
@@ -189,9 +201,14 @@ def test_foreground_output(client: WorkerClient) -> None:
 
     reply, payload = client.request(header, samples.tobytes())
 
+    mask = np.frombuffer(payload[:WIDTH * HEIGHT], dtype=np.uint8).reshape(HEIGHT, WIDTH)
+    foreground = np.frombuffer(payload[WIDTH * HEIGHT:], dtype=np.uint8).reshape(HEIGHT, WIDTH, 3)
+    # Pixels with mask 0 or 255 keep the layer's colours; the soft edge gets estimated colours.
+    solid = (mask == 0) | (mask == 255)
     assert reply["outputs"] == ["mask", "foreground"]
     assert len(payload) == WIDTH * HEIGHT * 4
-    assert payload[WIDTH * HEIGHT:] == samples.tobytes()
+    assert (foreground[solid] == samples[solid]).all()
+    assert (foreground[INNER] == 230).all()
 
 
 def test_progress_reported(client: WorkerClient) -> None:
