@@ -6,15 +6,12 @@ the same photo, which one module-wide run computes.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
-import pty
 import shutil
 import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import numpy as np
@@ -299,6 +296,9 @@ def test_folder_to_output_folder(tmp_path: Path) -> None:
 
 
 def test_progress_bar_on_terminal(tmp_path: Path) -> None:
+    fcntl = pytest.importorskip("fcntl", reason="pseudo-terminals need a POSIX system")
+    pty = pytest.importorskip("pty")
+    termios = pytest.importorskip("termios")
     inputs = tmp_path / "photos"
     inputs.mkdir()
     shutil.copy(ASTRONAUT, inputs / "one.jpg")
