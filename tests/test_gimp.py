@@ -45,6 +45,7 @@ CATALOGUE = json.loads((CHECKOUT / "models" / "catalogue.json").read_text(encodi
 # when measured; one level leaves room for rounding in the u16 and float sample conversions.
 MASK_TOLERANCE = 1
 FAST_MODEL = "u2netp"
+MODELS_VARIABLE = "AI_REMOVE_BACKGROUND_MODELS"
 ORANGE = "#ff8000"
 
 
@@ -275,6 +276,12 @@ def layer_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
             "source": cat,
             "cli_options": ["--invert", "--grow", "3", "--feather", "2", "--no-refine"],
             "args": {"invert": True, "grow": 3, "feather": 2.0, "refine-edges": False},
+        },
+        {"name": "engine missing", "source": cat, "engine": {"python": "/nonexistent/bin/python"}},
+        {
+            "name": "model missing",
+            "source": cat,
+            "engine": {"environment": {MODELS_VARIABLE: "/nonexistent"}},
         },
         {
             "name": "cancel",
@@ -843,6 +850,24 @@ def test_two_layers_each_get_mask(gimp, layer_run, references):
     ],
 )
 def test_non_layer_drawable_rejected(layer_run, name, message):
+    case = case_result(layer_run, name)
+    assert case["status"] == "execution-error"
+    assert message in case["message"]
+    assert case["after"] == case["before"], "the image changed although the filter failed"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("engine missing", "the engine's Python '/nonexistent/bin/python' named in"),
+        (
+            "model missing",
+            "model u2netp is not installed (/nonexistent/u2netp.onnx not found): "
+            "run 'python3 install.py --models u2netp' to fetch it",
+        ),
+    ],
+)
+def test_engine_errors_reported(layer_run, name, message):
     case = case_result(layer_run, name)
     assert case["status"] == "execution-error"
     assert message in case["message"]

@@ -379,7 +379,38 @@ def record_image(image, prefix):
     }
 
 
+def engine_file():
+    return os.path.join(os.environ["GIMP3_DIRECTORY"], "plug-ins", PLUGIN_NAME, "engine.json")
+
+
+def override_engine(changes):
+    """Change the installed engine.json for one case; return its original text for restore_engine."""
+    with open(engine_file(), encoding="utf-8") as file:
+        original = file.read()
+    config = json.loads(original)
+    config["python"] = changes.get("python", config["python"])
+    config["environment"].update(changes.get("environment", {}))
+    with open(engine_file(), "w", encoding="utf-8") as file:
+        json.dump(config, file)
+    return original
+
+
+def restore_engine(original):
+    with open(engine_file(), "w", encoding="utf-8") as file:
+        file.write(original)
+
+
 def run_case(procedure, case, output_dir):
+    if "engine" not in case:
+        return run_case_with_engine(procedure, case, output_dir)
+    original = override_engine(case["engine"])
+    try:
+        return run_case_with_engine(procedure, case, output_dir)
+    finally:
+        restore_engine(original)
+
+
+def run_case_with_engine(procedure, case, output_dir):
     result = {"name": case["name"]}
     prefix = os.path.join(output_dir, case["name"])
     image, drawables = prepare(case)
