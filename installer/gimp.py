@@ -70,7 +70,8 @@ def find_configuration_folders(required: bool) -> List[Path]:
     found = [folder for folder in candidates if folder.is_dir()]
     if not found and required:
         # NOTE: creating the folder before GIMP's first start makes GIMP skip importing the
-        # settings of an older GIMP version, because it only imports into a missing folder.
+        # settings of an older GIMP version: GIMP's app/app.c runs that import only when the
+        # folder is missing.
         return candidates[:1]
     return found
 
