@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +128,9 @@ def write_source_png(session: GimpSession, sample: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def gimp(editor_host: EditorHost) -> GimpSession:
+def gimp(editor_host: EditorHost, request: pytest.FixtureRequest) -> Iterator[GimpSession]:
+    """Install the plug-in into a fresh folder, which is removed afterwards unless a test failed."""
+    failures_before = request.session.testsfailed
     run_dir = editor_host.new_run_dir()
     session = GimpSession(editor_host, run_dir, f"{run_dir}/gimp3")
     installed = editor_host.run(
@@ -142,7 +146,9 @@ def gimp(editor_host: EditorHost) -> GimpSession:
     assert installed.returncode == 0, (
         f"installing the plug-in failed:\n{installed.stdout}\n{installed.stderr}"
     )
-    return session
+    yield session
+    if request.session.testsfailed == failures_before:
+        shutil.rmtree(session.path(run_dir), ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
