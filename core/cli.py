@@ -21,8 +21,7 @@ from . import __version__, composite
 from .catalogue import default_model_name, get_model, installed_model_names, model_names, verified_model_path
 from .errors import UserError
 from .imageio import DEFAULT_MAX_MEGAPIXELS, load_image
-from .pipeline import Options, remove_background
-from .worker import MAX_THREADS
+from .pipeline import MAX_THREADS, Options, remove_background
 
 log = logging.getLogger("ai_remove_background")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 # Colour under transparent input pixels when the model looks at them: a neutral mid grey, so
 # that whatever colour a transparent pixel happens to store cannot look like a subject.
 TRANSPARENT_FILL = 128.0
+
+MAX_GROW_PIXELS = 1000
+# More threads than this only slows onnxruntime's start-up, and very large counts hang it.
+MAX_THREADS = 256
 
 # Hint mode: unknown pixels farther than this from every painted pixel are decided by the model
 # where its probability is at least CONFIDENT (or at most 1 - CONFIDENT).
@@ -46,10 +51,12 @@ class Options:
         get_model(self.model)
         if self.threshold is not None and not 0 <= self.threshold <= 255:
             raise UserError(f"invalid threshold {self.threshold}: expected 0 to 255")
-        if self.feather < 0:
+        if not math.isfinite(self.feather) or self.feather < 0:
             raise UserError(f"invalid feather radius {self.feather}: expected 0 or more pixels")
-        if abs(self.grow) > 1000:
-            raise UserError(f"invalid grow/shrink {self.grow}: expected -1000 to 1000 pixels")
+        if not math.isfinite(self.grow) or abs(self.grow) > MAX_GROW_PIXELS:
+            raise UserError(f"invalid grow/shrink {self.grow}: expected -{MAX_GROW_PIXELS} to {MAX_GROW_PIXELS} pixels")
+        if self.threads is not None and not 0 <= self.threads <= MAX_THREADS:
+            raise UserError(f"invalid thread count {self.threads}: expected 0 (automatic) to {MAX_THREADS}")
 
 
 @dataclass
@@ -162,7 +169,8 @@ def remove_background(
     `alpha` is the photo's own transparency: the mask never exceeds it. `limit` restricts the
     search (the model sees only its bounding box, and the mask is multiplied by it). `hint` is a
     user's mask whose 0 and 255 pixels are kept as they are. When it has both, the pixels in
-    between are solved by closed-form matting and the model is not run.
+    between are solved by closed-form matting, with the model deciding only pixels far from
+    any painted pixel.
     """
     options = options or Options()
     options.validate()

@@ -19,7 +19,7 @@ from .catalogue import default_model_name, installed_model_names
 from .composite import estimate_foreground
 from .errors import UserError
 from .imageio import DEFAULT_MAX_MEGAPIXELS, check_size, pixels_from_buffer
-from .pipeline import Options, remove_background
+from .pipeline import MAX_THREADS, Options, remove_background
 from .session import available_providers
 from .worker_client import SAMPLE_BYTES, EndOfStream, encode_frame, read_frame
 
@@ -29,9 +29,7 @@ PLANE_NAMES = ("hint", "limit")
 OUTPUT_NAMES = {"mask", "foreground"}
 # Upper bound of the threads option and of the CLI's --threads. It catches a mistyped value
 # such as 100000, for which onnxruntime would try to start that many threads.
-# TODO: move this check into Options.validate, which leaves the thread count unbounded.
-MAX_THREADS = 256
-KNOWN_OPTIONS = {"model", "refine", "threshold", "grow", "feather", "invert", "outputs", "threads"}
+KNOWN_OPTIONS = {"model", "combine", "refine", "threshold", "grow", "feather", "invert", "outputs", "threads"}
 
 
 class ProtocolError(Exception):
@@ -87,6 +85,7 @@ def parse_options(raw: Any) -> tuple[Options, list[str]]:
     options = Options(
         model=model,
         refine=_bool_option(raw, "refine", True),
+        combine=_bool_option(raw, "combine", True),
         threshold=_whole_option(raw, "threshold", 0, 255),
         grow=_number_option(raw, "grow", 0.0),
         feather=_number_option(raw, "feather", 0.0),

@@ -126,3 +126,19 @@ def test_bad_plane_size_rejected() -> None:
         remove_background(rgb, np.zeros((20, 10), dtype=np.uint8), Options(model="u2netp"))
 
     assert "alpha plane is 10 x 20, expected 20 x 10" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        Options(feather=float("inf")),
+        Options(feather=float("nan")),
+        Options(grow=float("nan")),
+        Options(grow=1001),
+        Options(threads=100000),
+        Options(threshold=256),
+    ],
+)
+def test_options_reject_invalid_values(options: Options) -> None:
+    with pytest.raises(UserError):
+        options.validate()
