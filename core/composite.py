@@ -19,6 +19,7 @@ MINIMUM_WEIGHT = 1e-3
 # Box radii, in pixels, of the two passes of foreground estimation: a wide pass for the colour
 # far inside the subject and background, then a narrow one for local detail.
 FOREGROUND_RADII = (90, 6)
+FOREGROUND_STRIP_ROWS = 1024
 
 
 def _box_blur(values: np.ndarray, radius: int) -> np.ndarray:
@@ -26,14 +27,8 @@ def _box_blur(values: np.ndarray, radius: int) -> np.ndarray:
     return ndimage.uniform_filter(values, size=size, mode="nearest")
 
 
-def estimate_foreground(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Return the subject's own colours, with the old background's colour removed at the edge.
-
-    Blur-fusion foreground estimation (Germer, Uelwer, Conrad and Harmeling, "Fast Multi-Level
-    Foreground Estimation", 2020): each pass estimates smooth foreground and background colours
-    from their alpha-weighted neighbourhoods, then corrects the foreground so that it composites
-    back to the photo. Pixels with alpha 0 or 255 keep the photo's colours.
-    """
+def _estimate_foreground_block(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Return the estimated foreground (float32, 0..1) of one block of rows."""
     alpha = mask.astype(np.float32)[:, :, np.newaxis] / 255.0
     image = rgb.astype(np.float32) / 255.0
     foreground = image.copy()
@@ -45,9 +40,36 @@ def estimate_foreground(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         residual = image - alpha * blurred_foreground - (1.0 - alpha) * blurred_background
         foreground = np.clip(blurred_foreground + alpha * residual, 0.0, 1.0)
         background = np.clip(blurred_background + (1.0 - alpha) * residual, 0.0, 1.0)
-    edge = ((mask > 0) & (mask < 255))[:, :, np.newaxis]
-    estimated = np.rint(foreground * 255.0).astype(np.uint8)
-    return np.where(edge, estimated, rgb)
+    return foreground
+
+
+def estimate_foreground(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Return the subject's own colours, with the old background's colour removed at the edge.
+
+    Blur-fusion foreground estimation (Germer, Uelwer, Conrad and Harmeling, "Fast Multi-Level
+    Foreground Estimation", 2020): each pass estimates smooth foreground and background colours
+    from their alpha-weighted neighbourhoods, then corrects the foreground so that it composites
+    back to the photo. Pixels with alpha 0 or 255 keep the photo's colours.
+
+    Rows are processed in strips that overlap by the sum of the passes' radii, so the result
+    equals a whole-image pass while memory stays bounded; strips without edge pixels are skipped.
+    """
+    result = rgb.copy()
+    edge = (mask > 0) & (mask < 255)
+    edge_rows = edge.any(axis=1)
+    overlap = sum(FOREGROUND_RADII)
+    height = mask.shape[0]
+    for top in range(0, height, FOREGROUND_STRIP_ROWS):
+        bottom = min(top + FOREGROUND_STRIP_ROWS, height)
+        if not edge_rows[top:bottom].any():
+            continue
+        context_top, context_bottom = max(0, top - overlap), min(height, bottom + overlap)
+        foreground = _estimate_foreground_block(rgb[context_top:context_bottom], mask[context_top:context_bottom])
+        strip = foreground[top - context_top:bottom - context_top]
+        estimated = np.rint(strip * 255.0).astype(np.uint8)
+        strip_edge = edge[top:bottom, :, np.newaxis]
+        result[top:bottom] = np.where(strip_edge, estimated, rgb[top:bottom])
+    return result
 
 
 def cutout(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -45,3 +45,16 @@ def test_new_background_has_no_blue_fringe():
     naive_tint = (naive[band, 2] - naive[band, 0]).mean()
     cleaned_tint = (cleaned[band, 2] - cleaned[band, 0]).mean()
     assert cleaned_tint < naive_tint - 40
+
+
+def test_foreground_strips_match_whole_image(monkeypatch):
+    from ai_remove_background import composite
+
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, size=(300, 40, 3), dtype=np.uint8)
+    mask = rng.integers(0, 256, size=(300, 40), dtype=np.uint8)
+    mask[:60] = 0  # a strip without edge pixels is skipped
+    whole = composite.estimate_foreground(rgb, mask)
+    monkeypatch.setattr(composite, "FOREGROUND_STRIP_ROWS", 50)
+    stripped = composite.estimate_foreground(rgb, mask)
+    assert np.abs(whole.astype(int) - stripped.astype(int)).max() <= 1
