@@ -293,6 +293,8 @@ def compute_masks(image: Gimp.Image, layers: list[Gimp.Layer], settings: Setting
             pixels = read_layer_pixels(layer, sample)
             limit = read_selection_limit(image, layer) if settings.selection_only else None
 
+            # libgimp 3.0 gives plug-ins no way to ask whether Cancel was pressed: GIMP kills the
+            # plug-in instead (see run), so this callback never asks the worker to stop.
             def report_progress(fraction: float, stage: str, index: int = index, name: str = name) -> None:
                 Gimp.progress_set_text(f"AI Remove Background: {stage} ('{name}')")
                 Gimp.progress_update((index + 0.9 * max(0.0, min(1.0, fraction))) / len(layers))
@@ -330,8 +332,6 @@ def compute_masks(image: Gimp.Image, layers: list[Gimp.Layer], settings: Setting
             if existing is not None and settings.existing_mask == "intersect":
                 mask = multiply_planes(mask, read_mask(existing))
             results.append(LayerResult(layer, width, height, mask))
-    except worker_client.WorkerError as error:
-        raise PluginError(str(error)) from None
     finally:
         client.close()
     return results
