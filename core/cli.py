@@ -65,8 +65,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "transparency next to each input, or into -o.",
     )
     parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image files or folders of images")
-    parser.add_argument("-o", "--output", type=Path, metavar="OUT",
-                        help="output file (one input) or folder (several inputs or a folder): DIR/<stem>.png")
+    # A string, not a Path, so that a trailing slash ("-o out/") still marks a folder.
+    parser.add_argument("-o", "--output", metavar="OUT",
+                        help="output file (one input) or folder (several inputs, a folder, or OUT ending "
+                        "with a slash): DIR/<stem>.png")
     parser.add_argument("--mask", action="store_true", help="write the 8-bit grayscale mask only")
     parser.add_argument("--background", metavar="SPEC",
                         help="put the subject on a colour ('white', '#20a0ff'), an image file, or 'blur' "
@@ -265,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROGRAM}: {error}", file=sys.stderr)
         return 2
 
-    folder_output = arguments.output is not None and (
-        has_folder or len(files) > 1 or arguments.output.is_dir() or str(arguments.output).endswith(os.sep))
-    jobs = plan_jobs(files, arguments.output, folder_output, arguments.mask)
+    output = None if arguments.output is None else Path(arguments.output)
+    folder_output = output is not None and (
+        has_folder or len(files) > 1 or output.is_dir() or arguments.output.endswith(("/", os.sep)))
+    jobs = plan_jobs(files, output, folder_output, arguments.mask)
     problems = check_targets(jobs, arguments.overwrite)
     failures = 0
     show_bar = len(jobs) > 1

@@ -487,3 +487,10 @@ def test_srgb_tag_same_mask(case_masks: dict[str, np.ndarray]) -> None:
     difference = np.abs(case_masks["tagged"].astype(int) - case_masks["untagged"])
 
     assert difference.max() <= 1
+
+
+def test_output_with_trailing_slash_is_folder(tmp_path: Path) -> None:
+    result = run_cli(ASTRONAUT, "--model", "u2netp", "--mask", "-o", f"{tmp_path / 'new-folder'}/")
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "new-folder" / "astronaut.png").is_file()
