@@ -98,7 +98,8 @@ def prepare(explicit_python: Path | None = None) -> tuple[RembgEnvironment | Non
                                      f"{report['pinned_md5']}, so the weights are not the same and it is skipped")
             continue
         environment.models[engine_name] = rembg_name
-    status = (f"rembg {environment.version} at {python}; same weights: "
+    shown = python.relative_to(CHECKOUT) if python.is_relative_to(CHECKOUT) else python
+    status = (f"rembg {environment.version} at {shown}; same weights: "
               f"{', '.join(environment.models) or 'none'}")
     return environment, status
 
