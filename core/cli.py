@@ -32,6 +32,10 @@ MASK_SUFFIX = "-mask"
 OUTPUT_FORMATS = {".png": ("PNG", True), ".webp": ("WEBP", True), ".tif": ("TIFF", True),
                   ".tiff": ("TIFF", True), ".jpg": ("JPEG", False), ".jpeg": ("JPEG", False)}
 JPEG_QUALITY = 95
+# zlib level 1: on a 12-megapixel cutout, 0.7 s instead of 3.1 s at Pillow's default level 6,
+# for a file about 20 % larger.
+PNG_COMPRESS_LEVEL = 1
+SAVE_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "PNG": {"compress_level": PNG_COMPRESS_LEVEL}}
 
 
 @dataclass
@@ -166,7 +170,7 @@ def save_atomically(image: Image.Image, target: Path) -> None:
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=target.suffix, dir=target.parent)
     os.close(handle)
     try:
-        options = {"quality": JPEG_QUALITY} if image_format == "JPEG" else {}
+        options = SAVE_OPTIONS.get(image_format, {})
         image.save(temporary, format=image_format, **options)
         os.replace(temporary, target)
     except BaseException:

@@ -46,19 +46,6 @@ def upsample_plain(probability: np.ndarray, width: int, height: int) -> np.ndarr
     return np.clip(resize_float(probability, width, height), 0.0, 1.0)
 
 
-def _bilinear_taps(source_size: int, target_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return, for each target index, the two source indices and the weight of the second.
-
-    Pixel centres are aligned (half-pixel convention), and edges are clamped, as in Pillow's
-    bilinear resize.
-    """
-    position = (np.arange(target_size, dtype=np.float32) + 0.5) * (source_size / target_size) - 0.5
-    position = np.clip(position, 0.0, source_size - 1)
-    lower = np.floor(position).astype(np.intp)
-    upper = np.minimum(lower + 1, source_size - 1)
-    return lower, upper, (position - lower).astype(np.float32)
-
-
 def _box_mean(values: np.ndarray, radius: int) -> np.ndarray:
     """Mean over a (2r+1) square window along the last two axes, edges replicated."""
     size = 2 * radius + 1
@@ -102,24 +89,23 @@ def upsample_guided(probability: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     source_small = resize_float(probability, work_width, work_height)
     a_small, b_small = guided_coefficients(guide_small, source_small, GUIDE_RADIUS, GUIDE_EPSILON)
 
-    # Apply the coefficients strip by strip, interpolating them bilinearly on the fly, so no
-    # full-resolution copy of a or b is ever held.
-    coefficients = np.concatenate([a_small, b_small[np.newaxis]], axis=0)  # (4, h, w)
-    x0, x1, x_weight = _bilinear_taps(work_width, width)
-    y0, y1, y_weight = _bilinear_taps(work_height, height)
+    # Apply the coefficients strip by strip, so no full-resolution copy of a or b is held. Each
+    # strip's coefficients come from Pillow's bilinear resize of the matching source rows (its
+    # `box` argument), which reads the neighbouring rows too, so strips join without seams.
+    planes = [Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F")
+              for plane in (a_small[0], a_small[1], a_small[2], b_small)]
+    rows_per_source_row = height / work_height
     result = np.empty((height, width), dtype=np.float32)
     for top in range(0, height, STRIP_ROWS):
-        rows = slice(top, min(top + STRIP_ROWS, height))
-        upper = coefficients[:, y0[rows]]
-        lower = coefficients[:, y1[rows]]
-        weight = y_weight[rows][np.newaxis, :, np.newaxis]
-        vertical = upper + (lower - upper) * weight  # (4, strip rows, w)
-        strip_coefficients = vertical[:, :, x0] + (vertical[:, :, x1] - vertical[:, :, x0]) * x_weight
-        strip = rgb[rows].astype(np.float32) * (1.0 / 255.0)
-        value = strip_coefficients[3]
+        bottom = min(top + STRIP_ROWS, height)
+        box = (0.0, top / rows_per_source_row, float(work_width), bottom / rows_per_source_row)
+        strip_planes = [np.asarray(plane.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box))
+                        for plane in planes]
+        strip = rgb[top:bottom].astype(np.float32) * (1.0 / 255.0)
+        value = strip_planes[3].copy()
         for channel in range(3):
-            value += strip_coefficients[channel] * strip[:, :, channel]
-        result[rows] = value
+            value += strip_planes[channel] * strip[:, :, channel]
+        result[top:bottom] = value
     return np.clip(result, 0.0, 1.0)
 
 
