@@ -58,17 +58,21 @@ def estimate_foreground(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     edge = (mask > 0) & (mask < 255)
     edge_rows = edge.any(axis=1)
     overlap = sum(FOREGROUND_RADII)
-    height = mask.shape[0]
+    height, width = mask.shape
     for top in range(0, height, FOREGROUND_STRIP_ROWS):
         bottom = min(top + FOREGROUND_STRIP_ROWS, height)
         if not edge_rows[top:bottom].any():
             continue
+        # Only the columns around this strip's edge pixels are computed, with the same overlap.
+        columns = np.flatnonzero(edge[top:bottom].any(axis=0))
+        left, right = max(0, columns[0] - overlap), min(width, columns[-1] + 1 + overlap)
         context_top, context_bottom = max(0, top - overlap), min(height, bottom + overlap)
-        foreground = _estimate_foreground_block(rgb[context_top:context_bottom], mask[context_top:context_bottom])
+        foreground = _estimate_foreground_block(rgb[context_top:context_bottom, left:right],
+                                                mask[context_top:context_bottom, left:right])
         strip = foreground[top - context_top:bottom - context_top]
         estimated = np.rint(strip * 255.0).astype(np.uint8)
-        strip_edge = edge[top:bottom, :, np.newaxis]
-        result[top:bottom] = np.where(strip_edge, estimated, rgb[top:bottom])
+        strip_edge = edge[top:bottom, left:right, np.newaxis]
+        result[top:bottom, left:right] = np.where(strip_edge, estimated, rgb[top:bottom, left:right])
     return result
 
 

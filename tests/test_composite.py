@@ -58,3 +58,18 @@ def test_foreground_strips_match_whole_image(monkeypatch):
     monkeypatch.setattr(composite, "FOREGROUND_STRIP_ROWS", 50)
     stripped = composite.estimate_foreground(rgb, mask)
     assert np.abs(whole.astype(int) - stripped.astype(int)).max() <= 1
+
+
+def test_foreground_column_crop_matches_whole_image(monkeypatch):
+    from ai_remove_background import composite
+
+    rng = np.random.default_rng(11)
+    rgb = rng.integers(0, 256, size=(120, 400, 3), dtype=np.uint8)
+    mask = np.zeros((120, 400), dtype=np.uint8)
+    mask[:, 250:] = 255
+    mask[:, 240:250] = rng.integers(1, 255, size=(120, 10), dtype=np.uint8)  # edge columns only
+    cropped = composite.estimate_foreground(rgb, mask)
+    reference = composite._estimate_foreground_block(rgb, mask)
+    edge = (mask > 0) & (mask < 255)
+    expected = np.where(edge[:, :, np.newaxis], np.rint(reference * 255).astype(np.uint8), rgb)
+    assert np.abs(cropped.astype(int) - expected.astype(int)).max() <= 1
