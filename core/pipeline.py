@@ -27,8 +27,10 @@ MAX_GROW_PIXELS = 1000
 MAX_THREADS = 256
 
 # Hint mode: unknown pixels farther than this from every painted pixel are decided by the model
-# where its probability is at least CONFIDENT (or at most 1 - CONFIDENT).
-HINT_BAND_PIXELS = 40
+# where its probability is at least CONFIDENT (or at most 1 - CONFIDENT). At 80 pixels the
+# 14 alphamatting.com trimaps are solved by matting alone (SAD/1000 4.65); at 40 the model took
+# over parts of their wide bands and SAD rose to 5.11.
+HINT_BAND_PIXELS = 80
 CONFIDENT = 0.95
 
 ProgressCallback = Callable[[float, str], None]
