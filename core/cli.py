@@ -217,7 +217,12 @@ def process(job: Job, arguments: argparse.Namespace, options: Options) -> None:
 
 
 def configure_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    if verbosity == 0:
+        level = logging.WARNING
+    elif verbosity == 1:
+        level = logging.INFO
+    else:
+        level = logging.DEBUG
     logging.basicConfig(level=level, format=f"{PROGRAM}: %(message)s")
     warnings.showwarning = log_warning
 

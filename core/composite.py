@@ -51,8 +51,9 @@ def estimate_foreground(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     from their alpha-weighted neighbourhoods, then corrects the foreground so that it composites
     back to the photo. Pixels with alpha 0 or 255 keep the photo's colours.
 
-    Rows are processed in strips that overlap by the sum of the passes' radii, so the result
-    equals a whole-image pass while memory stays bounded; strips without edge pixels are skipped.
+    Rows are processed in strips that overlap by the sum of the passes' radii. The result
+    therefore equals a whole-image pass while memory stays bounded. Strips without edge pixels
+    are skipped.
     """
     result = rgb.copy()
     edge = (mask > 0) & (mask < 255)
@@ -93,7 +94,7 @@ def parse_colour(text: str) -> tuple[int, int, int]:
 
 
 def blurred_background(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The photo's background blurred, with the subject's colours kept out of the blur.
+    """Blur the photo's background, keeping the subject's colours out of the blur.
 
     A normalised convolution: blur(colour x background weight) / blur(background weight), so the
     subject does not bleed into the blurred background around its edge.

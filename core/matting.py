@@ -1,7 +1,7 @@
 """Closed-form matting (Levin, Lischinski and Weiss, "A Closed-Form Solution to Natural Image
 Matting", 2008), solved only for the unknown pixels of a trimap.
 
-The matting Laplacian is built only from the 3x3 windows that touch an unknown pixel, and the
+The matting Laplacian is built only from the 3x3 windows that touch an unknown pixel. The
 sparse system over the unknown pixels is solved directly, so the cost grows with the width of
 the uncertain band rather than with the photo's size. Bands larger than a limit are solved at
 a reduced scale and brought back with the guided filter.

@@ -28,8 +28,8 @@ MAX_THREADS = 256
 
 # Hint mode: unknown pixels farther than this from every painted pixel are decided by the model
 # where its probability is at least CONFIDENT (or at most 1 - CONFIDENT). At 80 pixels the
-# 14 alphamatting.com trimaps are solved by matting alone (SAD/1000 4.65); at 40 the model took
-# over parts of their wide bands and SAD rose to 5.11.
+# 14 alphamatting.com trimaps are solved by matting alone (SAD/1000 4.65). At 40 the model
+# decided parts of their wide bands, and SAD rose to 5.11.
 HINT_BAND_PIXELS = 80
 CONFIDENT = 0.95
 
@@ -38,7 +38,7 @@ ProgressCallback = Callable[[float, str], None]
 
 @dataclass
 class Options:
-    """What the user chose; every field has the default of the CLI and the editors."""
+    """The user's choices, each defaulting to the CLI's and the editors' default."""
 
     model: str | None = None  # catalogue name; None is the catalogue's default
     refine: bool = True  # edge-aware upsampling; False gives a plain bilinear resize
@@ -141,8 +141,8 @@ def _solve_hint(
     """Keep the hint's 0 and 255 pixels and solve the pixels between them by matting.
 
     Unknown pixels farther than HINT_BAND_PIXELS from every fixed pixel are too far for matting
-    to reach reliably, so there the model decides: where it is confident, its answer is fixed
-    too, and matting solves the rest. Returns (mask, execution provider or "").
+    to reach reliably, so the model decides them. Where its probability is confident, that
+    value is fixed too, and matting solves the rest. Returns (mask, execution provider or "").
     """
     view = _model_view(rgb, alpha)
     trimap = hint
@@ -169,7 +169,7 @@ def remove_background(
     """Return the subject's mask for an sRGB photo.
 
     `alpha` is the photo's own transparency: the mask never exceeds it. `limit` restricts the
-    search (the model sees only its bounding box, and the mask is multiplied by it). `hint` is a
+    search (the model runs only on its bounding box, and the mask is multiplied by it). `hint` is a
     user's mask whose 0 and 255 pixels are kept as they are. When it has both, the pixels in
     between are solved by closed-form matting, with the model deciding only pixels far from
     any painted pixel.

@@ -1,8 +1,8 @@
 """Bring a low-resolution probability map to full resolution, and shape the final mask.
 
-The upsampling is a fast guided filter (He and Sun, "Fast Guided Filter", 2015): the local
+The upsampling is a fast guided filter (He and Sun, "Fast Guided Filter", 2015). The local
 linear model between the photo's colours and the mask is fitted at a working resolution near
-the model's, then its coefficients are upsampled and applied to the full-resolution photo, so
+the model's. Its coefficients are then upsampled and applied to the full-resolution photo, so
 the mask follows the photo's own edges. Work at full resolution is done in horizontal strips
 to bound memory on very large photos.
 """

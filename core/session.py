@@ -2,7 +2,7 @@
 
 Sessions are cached per process and per (model, thread count), so the worker and a CLI run over
 a folder load each model once. The execution provider is the best one installed, and the log
-says which one actually ran.
+names the one that actually ran.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def load_model(spec: ModelSpec, threads: int | None = None) -> LoadedModel:
 
 
 def model_input_size(spec: ModelSpec, width: int, height: int) -> tuple[int, int]:
-    """Return the (width, height) at which the model sees an image of the given size."""
+    """Return the (width, height) of the model input for an image of the given size."""
     model_input = spec.input
     if model_input.resize == "fixed":
         return model_input.width, model_input.height

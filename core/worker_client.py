@@ -189,7 +189,9 @@ class WorkerClient:
         """
         self.start()
         process = self.process
-        assert process is not None and process.stdin is not None and process.stdout is not None
+        assert process is not None
+        assert process.stdin is not None
+        assert process.stdout is not None
         timed_out = threading.Event()
 
         def kill_on_timeout() -> None:

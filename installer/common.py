@@ -21,7 +21,7 @@ MANIFEST_NAME = "ai-remove-background-install.json"
 
 
 class InstallError(Exception):
-    """A failed step, with a message that says what failed and what to do."""
+    """A failed step, with a message that names what failed and what to do."""
 
 
 def load_catalogue() -> Dict[str, Any]:
@@ -31,7 +31,7 @@ def load_catalogue() -> Dict[str, Any]:
 
 @dataclass
 class Engine:
-    """Where the engine lives; written into each editor plug-in as engine.json."""
+    """The engine's location, written into each editor plug-in as engine.json."""
 
     python: Path
     models_dir: Path
@@ -45,7 +45,7 @@ class Engine:
 
 @dataclass
 class Manifest:
-    """What this installation created, so that --uninstall removes exactly that."""
+    """The record of what this installation created, so that --uninstall removes exactly that."""
 
     path: Path
     created: List[str] = field(default_factory=list)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build (once) and enter a Debian 13 chroot that holds real GIMP 3.0 and Krita 5.2.
+# Build (once) and enter a Debian 13 chroot that contains real GIMP 3.0 and Krita 5.2.
 #
 #   tests/editors/chroot.sh build            create or reuse the cached chroot, print its path
 #   tests/editors/chroot.sh run [--net] CMD  run CMD inside it in private mount and pid namespaces

@@ -1,8 +1,8 @@
 """Run real GIMP 3.0 and Krita 5.2 from the cached Debian 13 chroot that chroot.sh builds.
 
-The checkout is bind-mounted at its own path inside the chroot, and the engine's environment is
+The checkout is bind-mounted at its own path inside the chroot. The engine's environment is
 created inside the chroot by the project's own install.py, so the plug-ins find the engine
-exactly as they would on a user's machine: through the engine.json that install.py writes.
+exactly as they would on a user's machine, through the engine.json that install.py writes.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def skip_or_fail(reason: str) -> None:
 
 
 def _engine_key() -> str:
-    # The environment holds an editable install of this checkout, so its path is part of the key.
+    # The environment contains an editable install of this checkout, so its path is part of the key.
     digest = hashlib.sha256(str(CHECKOUT).encode())
     for name in ("requirements.txt", "requirements-test.txt", "pyproject.toml", "install.py"):
         digest.update((CHECKOUT / name).read_bytes())
