@@ -43,13 +43,15 @@ class LoadedImage:
         return int(self.rgb.shape[0])
 
 
-def check_size(width: int, height: int, max_megapixels: float, name: str) -> None:
+def check_size(
+    width: int, height: int, max_megapixels: float, name: str, how_to_raise: str = "with --max-megapixels"
+) -> None:
     # Whole-number arithmetic, because a worker request may give any JSON integer as a size.
     pixels = width * height
     if pixels > max_megapixels * 1e6:
         raise ImageTooLargeError(
-            f"{name} is {width} x {height} ({pixels // 1_000_000} megapixels), over the limit of "
-            f"{max_megapixels:g}: scale it down, or raise the limit with --max-megapixels"
+            f"{name} is {width} x {height} ({pixels / 1e6:.3g} megapixels), over the limit of "
+            f"{max_megapixels:g}: scale it down, or raise the limit {how_to_raise}"
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from typing import Any, BinaryIO
@@ -26,6 +27,9 @@ from .worker_client import SAMPLE_BYTES, EndOfStream, encode_frame, read_frame
 log = logging.getLogger("ai_remove_background.worker")
 
 PLANE_NAMES = ("hint", "limit")
+# The environment variable that sets the largest layer served, in megapixels. Editors set it
+# through the "environment" object of their plug-in's engine.json.
+MAX_MEGAPIXELS_VARIABLE = "AI_REMOVE_BACKGROUND_MAX_MEGAPIXELS"
 OUTPUT_NAMES = {"mask", "foreground"}
 # Upper bound of the threads option and of the CLI's --threads. It catches a mistyped value
 # such as 100000, for which onnxruntime would try to start that many threads.
@@ -97,9 +101,12 @@ def parse_options(raw: Any) -> tuple[Options, list[str]]:
 
 
 class Worker:
-    def __init__(self, output: BinaryIO, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+    def __init__(
+        self, output: BinaryIO, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, setting_error: UserError | None = None
+    ) -> None:
         self.output = output
         self.max_megapixels = max_megapixels
+        self.setting_error = setting_error
         # The largest request allowed: four f32 channels and every extra plane at the pixel limit.
         max_pixels = int(max_megapixels * 1e6)
         self.max_payload_bytes = max_pixels * (4 * SAMPLE_BYTES["f32"] + len(PLANE_NAMES))
@@ -121,6 +128,8 @@ class Worker:
             return False
         if operation != "remove_background":
             raise UserError(f"unknown op {operation!r}: expected ping, shutdown or remove_background")
+        if self.setting_error is not None:
+            raise self.setting_error
         self.remove_background(header, payload)
         return True
 
@@ -128,7 +137,8 @@ class Worker:
         request_id = header.get("id")
         width = _positive_int(header, "width")
         height = _positive_int(header, "height")
-        check_size(width, height, self.max_megapixels, "layer")
+        check_size(width, height, self.max_megapixels, "layer",
+                   f"with {MAX_MEGAPIXELS_VARIABLE} in the environment of the plug-in's engine.json")
         channels = header.get("channels")
         sample = header.get("sample")
         if not isinstance(sample, str) or sample not in SAMPLE_BYTES:
@@ -165,10 +175,40 @@ class Worker:
                   reply_payload)
 
 
-def serve(input_stream: BinaryIO, output_stream: BinaryIO) -> int:
-    """Serve requests until shutdown, end of input or a broken frame; return the exit status."""
-    worker = Worker(output_stream)
-    log.info("worker %s started", __version__)
+def max_megapixels_from_environment(environment: dict[str, str]) -> float:
+    """Return the layer size limit that MAX_MEGAPIXELS_VARIABLE sets, or the default.
+
+    Raises UserError when the variable is set but is not a positive number.
+    """
+    text = environment.get(MAX_MEGAPIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_MEGAPIXELS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(
+            f"{MAX_MEGAPIXELS_VARIABLE}={text!r} is not a positive number of megapixels: "
+            f"set it to a number such as {DEFAULT_MAX_MEGAPIXELS:g} in engine.json, or remove it"
+        )
+    return value
+
+
+def serve(input_stream: BinaryIO, output_stream: BinaryIO, environment: dict[str, str] | None = None) -> int:
+    """Serve requests until shutdown, end of input or a broken frame; return the exit status.
+
+    A bad setting in `environment` does not stop the worker: each remove_background request
+    gets it as its error reply, which the editor shows.
+    """
+    setting_error = None
+    try:
+        max_megapixels = max_megapixels_from_environment(environment or {})
+    except UserError as error:
+        setting_error, max_megapixels = error, DEFAULT_MAX_MEGAPIXELS
+        log.error("%s", error)
+    worker = Worker(output_stream, max_megapixels, setting_error)
+    log.info("worker %s started; layers up to %g megapixels", __version__, max_megapixels)
     while True:
         try:
             header, payload = read_frame(input_stream, worker.max_payload_bytes)
@@ -205,7 +245,7 @@ def serve(input_stream: BinaryIO, output_stream: BinaryIO) -> int:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        return serve(sys.stdin.buffer, sys.stdout.buffer)
+        return serve(sys.stdin.buffer, sys.stdout.buffer, dict(os.environ))
     except BrokenPipeError:
         log.info("output closed by the client; worker exits")
         return 1

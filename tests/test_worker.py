@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ai_remove_background.catalogue import get_model, installed_model_names, models_dir
-from ai_remove_background.worker import serve
+from ai_remove_background.worker import MAX_MEGAPIXELS_VARIABLE, serve
 from ai_remove_background.worker_client import (
+    DEFAULT_TIMEOUT_SECONDS,
     MAX_HEADER_BYTES,
     WorkerClient,
     WorkerError,
@@ -439,6 +440,143 @@ def test_client_missing_python(tmp_path: Path) -> None:
         worker.request({"op": "ping"})
 
     assert caught.value.code == "engine_missing"
+
+
+# A stand-in worker that answers a request with `steps` progress replies `pause` seconds apart,
+# then, after `last_pause` seconds, a one-byte result. It reads the request frame first, as the real worker does.
+SLOW_WORKER = """
+import json, struct, sys, time
+length = struct.unpack(">I", sys.stdin.buffer.read(4))[0]
+header = json.loads(sys.stdin.buffer.read(length))
+sys.stdin.buffer.read(header.get("payload_bytes", 0))
+def send(reply, payload=b""):
+    reply["payload_bytes"] = len(payload)
+    data = json.dumps(reply).encode()
+    sys.stdout.buffer.write(struct.pack(">I", len(data)) + data + payload)
+    sys.stdout.buffer.flush()
+for step in range({steps}):
+    time.sleep({pause})
+    send({{"type": "progress", "fraction": step / {steps}, "stage": "working"}})
+time.sleep({last_pause})
+send({{"type": "result", "id": header.get("id")}}, b"x")
+"""
+
+
+def slow_worker(tmp_path: Path, steps: int, pause: float, last_pause: float) -> str:
+    script = tmp_path / "slow_worker.py"
+    script.write_text(SLOW_WORKER.format(steps=steps, pause=pause, last_pause=last_pause))
+    return fake_python(tmp_path, f'exec "{sys.executable}" "{script}"')
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the stand-in Python is a shell script")
+def test_client_timeout_restarts_with_each_progress_reply(tmp_path: Path) -> None:
+    # 2.4 s in all, but never more than 0.3 s of silence.
+    worker = WorkerClient(slow_worker(tmp_path, steps=7, pause=0.3, last_pause=0.3), timeout_seconds=1.5)
+    stages = []
+
+    reply, payload = worker.request({"op": "remove_background", "id": 7},
+                                    on_progress=lambda fraction, stage: stages.append(stage))
+
+    assert (reply["type"], reply["id"], payload) == ("result", 7, b"x")
+    assert stages == ["working"] * 7
+    worker.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the stand-in Python is a shell script")
+def test_client_times_out_after_progress_stops(tmp_path: Path) -> None:
+    # Two progress replies, then 30 s of silence.
+    worker = WorkerClient(slow_worker(tmp_path, steps=2, pause=0.2, last_pause=30), timeout_seconds=1)
+    worker.start()
+    process = worker.process
+    stages = []
+
+    with pytest.raises(WorkerError) as caught:
+        worker.request({"op": "remove_background", "id": 1}, on_progress=lambda fraction, stage: stages.append(stage))
+
+    assert caught.value.code == "timeout"
+    assert str(caught.value) == "the engine sent nothing for 1 s and was stopped: try again"
+    assert stages == ["working", "working"]
+    assert process.poll() is not None
+    assert worker.process is None
+
+
+def write_engine_file(plugin_dir: Path, python: str, **extra: Any) -> None:
+    plugin_dir.mkdir(exist_ok=True)
+    config = {"python": python, "environment": {}, **extra}
+    (plugin_dir / "engine.json").write_text(json.dumps(config))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the stand-in Python is a shell script")
+def test_engine_file_sets_timeout_and_names_it(tmp_path: Path) -> None:
+    plugin_dir = tmp_path / "plugin"
+    write_engine_file(plugin_dir, fake_python(tmp_path, "exec sleep 120"), timeout_seconds=0.5)
+    worker = WorkerClient.from_plugin_dir(str(plugin_dir))
+
+    with pytest.raises(WorkerError) as caught:
+        worker.request({"op": "ping"})
+
+    assert worker.timeout_seconds == 0.5
+    assert str(caught.value) == (
+        "the engine sent nothing for 0.5 s and was stopped: try again; for very large layers, "
+        f"raise timeout_seconds in {plugin_dir / 'engine.json'}"
+    )
+
+
+def test_engine_file_default_timeout(tmp_path: Path) -> None:
+    plugin_dir = tmp_path / "plugin"
+    write_engine_file(plugin_dir, sys.executable)
+
+    assert WorkerClient.from_plugin_dir(str(plugin_dir)).timeout_seconds == DEFAULT_TIMEOUT_SECONDS
+
+
+@pytest.mark.parametrize("value", [0, -3, "600", True, None])
+def test_engine_file_bad_timeout_rejected(tmp_path: Path, value: Any) -> None:
+    plugin_dir = tmp_path / "plugin"
+    write_engine_file(plugin_dir, sys.executable, timeout_seconds=value)
+
+    with pytest.raises(WorkerError) as caught:
+        WorkerClient.from_plugin_dir(str(plugin_dir))
+
+    assert f"timeout_seconds {value!r} in {plugin_dir / 'engine.json'} is not a positive number" in str(caught.value)
+
+
+def limited_client(limit: str) -> WorkerClient:
+    return WorkerClient(sys.executable, env={**os.environ, MAX_MEGAPIXELS_VARIABLE: limit},
+                        timeout_seconds=PROCESS_TIMEOUT_SECONDS)
+
+
+def test_layer_size_limit_from_environment() -> None:
+    # The disc layer is 128 x 96 = 0.0123 megapixels.
+    worker = limited_client("0.01")
+    try:
+        with pytest.raises(WorkerError) as caught:
+            worker.remove_background(WIDTH, HEIGHT, 3, "u8", disc_samples(3).tobytes())
+        _, mask = worker.remove_background(64, 96, 3, "u8", np.ascontiguousarray(disc_samples(3)[:, :64]).tobytes(),
+                                           options={"model": "u2netp"})
+    finally:
+        worker.close()
+
+    assert caught.value.code == "too_large"
+    assert str(caught.value) == (
+        "layer is 128 x 96 (0.0123 megapixels), over the limit of 0.01: scale it down, or raise the limit "
+        f"with {MAX_MEGAPIXELS_VARIABLE} in the environment of the plug-in's engine.json"
+    )
+    assert len(mask) == 64 * 96
+
+
+@pytest.mark.parametrize("limit", ["many", "0", "-5", "nan", "inf"])
+def test_bad_layer_size_limit_reported_per_request(limit: str) -> None:
+    worker = limited_client(limit)
+    try:
+        pong, _ = worker.request({"op": "ping"})
+        with pytest.raises(WorkerError) as caught:
+            worker.remove_background(WIDTH, HEIGHT, 3, "u8", disc_samples(3).tobytes())
+    finally:
+        worker.close()
+
+    assert pong["type"] == "pong"
+    assert caught.value.code == "bad_request"
+    assert str(caught.value).startswith(f"{MAX_MEGAPIXELS_VARIABLE}={limit!r} is not a positive number of megapixels")
 
 
 def check_reply_stream(output: bytes, status: int) -> None:
