@@ -48,6 +48,9 @@ CATALOGUE = json.loads((CHECKOUT / "models" / "catalogue.json").read_text(encodi
 MASK_TOLERANCE = 1
 FAST_MODEL = "u2netp"
 MODELS_VARIABLE = "AI_REMOVE_BACKGROUND_MODELS"
+LAYER_LIMIT_VARIABLE = "AI_REMOVE_BACKGROUND_MAX_MEGAPIXELS"
+LAYER_LIMIT_MEGAPIXELS = 0.2
+HANG_TIMEOUT_SECONDS = 3
 ORANGE = "#ff8000"
 
 
@@ -275,19 +278,50 @@ def layer_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
             "second_offset": [200, 150],
             "target": "both layers",
         },
-        {"name": "channel", "source": cat, "target": "channel", "export_source": False},
-        {"name": "layer mask", "source": cat, "target": "layer mask", "export_source": False},
+        {"name": "channel", "source": cat, "target": "channel", "export_source": False, "save_around": True},
+        {
+            "name": "layer mask",
+            "source": cat,
+            "target": "layer mask",
+            "export_source": False,
+            "save_around": True,
+        },
         {
             "name": "options",
             "source": cat,
             "cli_options": ["--invert", "--grow", "3", "--feather", "2", "--no-refine"],
             "args": {"invert": True, "grow": 3, "feather": 2.0, "refine-edges": False},
         },
-        {"name": "engine missing", "source": cat, "engine": {"python": "/nonexistent/bin/python"}},
+        {
+            "name": "engine missing",
+            "source": cat,
+            "engine": {"python": "/nonexistent/bin/python"},
+            "save_around": True,
+        },
         {
             "name": "model missing",
             "source": cat,
             "engine": {"environment": {MODELS_VARIABLE: "/nonexistent"}},
+            "save_around": True,
+        },
+        # The cat (top, 0.135 megapixels) is processed first and fits the limit; the astronaut
+        # (bottom, 0.262 megapixels) does not.
+        {
+            "name": "second layer fails",
+            "source": astronaut,
+            "canvas": [600, 600],
+            "second_source": cat,
+            "second_offset": [60, 40],
+            "target": "both layers",
+            "engine": {"environment": {LAYER_LIMIT_VARIABLE: str(LAYER_LIMIT_MEGAPIXELS)}},
+        },
+        {
+            "name": "worker hangs",
+            "source": cat,
+            "engine": {"python": gimp.host.hanging_engine(gimp.run_dir), "timeout_seconds": HANG_TIMEOUT_SECONDS},
+            "save_around": True,
+            "watch_worker": True,
+            "reference": False,
         },
         {
             "name": "cancel",
@@ -295,6 +329,7 @@ def layer_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
             "cancel": True,
             "args": {"model": "isnet"},
             "reference": False,
+            "save_around": True,
         },
     ]
     return gimp.run_gimp("layers", [fast(case) for case in cases])
@@ -813,7 +848,7 @@ def test_selection_limits_search(gimp, layer_run, references):
 def test_selection_missing_layer_rejected(layer_run):
     case = case_result(layer_run, "selection misses layer")
     assert case["status"] == "execution-error"
-    assert "the selection does not overlap the layer 'photo'" in case["message"]
+    assert "layer 'photo': the selection does not overlap this layer" in case["message"]
     assert case["after"] == case["before"], "the image changed although the filter failed"
 
 
@@ -878,6 +913,54 @@ def test_engine_errors_reported(layer_run, name, message):
     assert case["status"] == "execution-error"
     assert message in case["message"]
     assert case["after"] == case["before"], "the image changed although the filter failed"
+
+
+def test_failing_layer_leaves_finished_layers_done(gimp, layer_run, references):
+    case = case_result(layer_run, "second layer fails")
+    assert case["status"] == "execution-error"
+    assert case["message"] == (
+        "AI Remove Background: layer 'photo': layer is 512 x 512 (0.262 megapixels), over the limit of "
+        f"{LAYER_LIMIT_MEGAPIXELS:g}: scale it down, or raise the limit with {LAYER_LIMIT_VARIABLE} in the "
+        "environment of the plug-in's engine.json. Finished 1 of 2 layers ('second photo'); Edit > Undo "
+        "removes their result. Left unchanged: 'photo'."
+    )
+    finished = layer_mask(gimp, case, "second photo")
+    assert_has_subject(finished)
+    assert_masks_close(finished, references[("second layer fails", "second photo")])
+    assert layer_entry(case, "photo")["mask"] is None, "the failed layer got a mask"
+    # The layer has no alpha channel, so its PNG is RGB and the driver reads it as opaque RGBA.
+    source = load_png(gimp.path(case["source_pngs"]["photo"]))
+    pixels = layer_pixels(gimp, case, "photo")
+    assert np.array_equal(pixels[..., :3], source) and (pixels[..., 3] == 255).all(), (
+        "the failed layer's pixels changed"
+    )
+
+
+def assert_saved_file_unchanged(session: GimpSession, case: dict) -> None:
+    """The image saved after the run is byte for byte the image saved before it."""
+    before = session.path(case["xcf_before"]).read_bytes()
+    after = session.path(case["xcf_after"]).read_bytes()
+    assert len(before) > 1000, f"{case['xcf_before']} is only {len(before)} bytes"
+    assert after == before, f"{case['xcf_after']} differs from {case['xcf_before']}"
+
+
+@pytest.mark.parametrize(
+    "name", ["channel", "layer mask", "engine missing", "model missing", "worker hangs", "cancel"]
+)
+def test_failed_run_saves_identical_file(gimp, layer_run, name):
+    assert_saved_file_unchanged(gimp, case_result(layer_run, name))
+
+
+def test_hung_worker_times_out(layer_run):
+    case = case_result(layer_run, "worker hangs")
+    assert case["status"] == "execution-error"
+    assert (
+        f"layer 'photo': the engine sent nothing for {HANG_TIMEOUT_SECONDS} s and was stopped: try again; "
+        "for very large layers, raise timeout_seconds in"
+    ) in case["message"]
+    assert case["worker_seen"], "the stand-in engine never started"
+    assert case["worker_exited"], "the hung engine kept running after the timeout"
+    assert case["after"] == case["before"], "the image changed although the engine hung"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -241,8 +241,8 @@ def read_selection_limit(image: Gimp.Image, layer: Gimp.Layer) -> bytes | None:
     plane = image.get_selection().get_buffer().get(rectangle, 1.0, MASK_FORMAT, Gegl.AbyssPolicy.NONE)
     if not any(plane):
         raise PluginError(
-            f"the selection does not overlap the layer '{layer.get_name()}': select part of the "
-            "layer, choose Select > None, or turn off 'Search only inside the selection'"
+            "the selection does not overlap this layer: select part of the layer, choose "
+            "Select > None, or turn off 'Search only inside the selection'"
         )
     return plane
 
@@ -279,62 +279,98 @@ def open_worker():
         raise PluginError(str(error)) from None
 
 
-def compute_masks(image: Gimp.Image, layers: list[Gimp.Layer], settings: Settings) -> list[LayerResult]:
-    """Run the engine on every layer. This only reads the image, so a failure leaves it unchanged."""
+def compute_masks(
+    image: Gimp.Image, layers: list[Gimp.Layer], settings: Settings
+) -> tuple[list[LayerResult], str | None]:
+    """Run the engine on each layer in turn, stopping at the first layer that fails.
+
+    Returns the finished layers' results and the failure's message (None when every layer
+    finished). This only reads the image, so the image is unchanged whatever happens here.
+    Raises PluginError when the engine cannot be started at all.
+    """
     sample = sample_type(image)
     worker_client, client = open_worker()
     results = []
     try:
         for index, layer in enumerate(layers):
-            name = layer.get_name()
-            width, height = layer.get_width(), layer.get_height()
-            Gimp.progress_set_text(f"AI Remove Background: reading '{name}'")
-            Gimp.progress_update(index / len(layers))
-            pixels = read_layer_pixels(layer, sample)
-            limit = read_selection_limit(image, layer) if settings.selection_only else None
-
-            # libgimp 3.0 gives plug-ins no way to ask whether Cancel was pressed: GIMP kills the
-            # plug-in instead (see run), so this callback never asks the worker to stop.
-            def report_progress(fraction: float, stage: str, index: int = index, name: str = name) -> None:
-                Gimp.progress_set_text(f"AI Remove Background: {stage} ('{name}')")
-                Gimp.progress_update((index + 0.9 * max(0.0, min(1.0, fraction))) / len(layers))
-
             try:
-                reply, mask = client.remove_background(
-                    width,
-                    height,
-                    4,
-                    sample,
-                    pixels,
-                    options=settings.worker_options(),
-                    limit=limit,
-                    on_progress=report_progress,
-                )
-            except worker_client.WorkerError as error:
-                raise PluginError(f"layer '{name}': {error}") from None
-            if len(mask) != width * height:
-                raise PluginError(
-                    f"layer '{name}': the engine returned {len(mask)} mask bytes for a "
-                    f"{width}x{height} layer: reinstall with 'python3 install.py'"
-                )
-            log.info(
-                "layer '%s' (%dx%d, %s): model %s on %s in %.1f s",
-                name,
-                width,
-                height,
-                sample,
-                reply.get("model"),
-                reply.get("provider"),
-                float(reply.get("seconds", 0.0)),
-            )
-
-            existing = layer.get_mask()
-            if existing is not None and settings.existing_mask == "intersect":
-                mask = multiply_planes(mask, read_mask(existing))
-            results.append(LayerResult(layer, width, height, mask))
+                results.append(compute_mask(image, layer, index, len(layers), settings, sample, worker_client, client))
+            except PluginError as error:
+                return results, f"layer '{layer.get_name()}': {error}"
+            except GLib.Error as error:
+                return results, f"layer '{layer.get_name()}': reading it failed ({error.message})"
     finally:
         client.close()
-    return results
+    return results, None
+
+
+def compute_mask(
+    image: Gimp.Image,
+    layer: Gimp.Layer,
+    index: int,
+    count: int,
+    settings: Settings,
+    sample: str,
+    worker_client,
+    client,
+) -> LayerResult:
+    """Return one layer's mask, read from the engine. Raises PluginError when it fails."""
+    name = layer.get_name()
+    width, height = layer.get_width(), layer.get_height()
+    Gimp.progress_set_text(f"AI Remove Background: reading '{name}'")
+    Gimp.progress_update(index / count)
+    pixels = read_layer_pixels(layer, sample)
+    limit = read_selection_limit(image, layer) if settings.selection_only else None
+
+    # libgimp 3.0 gives plug-ins no way to ask whether Cancel was pressed: GIMP kills the
+    # plug-in instead (see run), so this callback never asks the worker to stop.
+    def report_progress(fraction: float, stage: str) -> None:
+        Gimp.progress_set_text(f"AI Remove Background: {stage} ('{name}')")
+        Gimp.progress_update((index + 0.9 * max(0.0, min(1.0, fraction))) / count)
+
+    try:
+        reply, mask = client.remove_background(
+            width,
+            height,
+            4,
+            sample,
+            pixels,
+            options=settings.worker_options(),
+            limit=limit,
+            on_progress=report_progress,
+        )
+    except worker_client.WorkerError as error:
+        raise PluginError(str(error)) from None
+    if len(mask) != width * height:
+        raise PluginError(
+            f"the engine returned {len(mask)} mask bytes for a {width}x{height} layer: "
+            "reinstall with 'python3 install.py'"
+        )
+    log.info(
+        "layer '%s' (%dx%d, %s): model %s on %s in %.1f s",
+        name,
+        width,
+        height,
+        sample,
+        reply.get("model"),
+        reply.get("provider"),
+        float(reply.get("seconds", 0.0)),
+    )
+
+    existing = layer.get_mask()
+    if existing is not None and settings.existing_mask == "intersect":
+        mask = multiply_planes(mask, read_mask(existing))
+    return LayerResult(layer, width, height, mask)
+
+
+def partial_summary(layers: list[Gimp.Layer], results: list[LayerResult], failure: str) -> str:
+    """Describe a run that stopped at a failing layer after finishing others."""
+    finished = ", ".join(f"'{result.layer.get_name()}'" for result in results)
+    untouched = ", ".join(f"'{layer.get_name()}'" for layer in layers[len(results) :])
+    return (
+        f"{failure}. Finished {len(results)} of {len(layers)} layers ({finished}); Edit > Undo removes "
+        f"their result. Left unchanged: {untouched}."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,16 +618,22 @@ def run(procedure, run_mode, image, drawables, config, data):
 
 
 def remove_backgrounds(procedure, image, drawables, config):
-    """Compute every selected layer's mask, then apply all results in one undo group."""
+    """Compute the selected layers' masks, then apply them in one undo group.
+
+    Every mask is computed before the image changes. When a layer fails, the layers before it
+    still get their result, the others stay as they were, and the error says which is which.
+    """
     try:
         settings = Settings.from_config(config)
         layers = check_drawables(drawables)
         check_settings(image, layers, settings)
-        results = compute_masks(image, layers, settings)
+        results, failure = compute_masks(image, layers, settings)
     except PluginError as error:
         return error_values(procedure, str(error))
     except GLib.Error as error:
         return error_values(procedure, f"reading the layers failed ({error.message})")
+    if not results:
+        return error_values(procedure, failure or "no layer was processed")
 
     Gimp.progress_set_text("AI Remove Background: applying")
     image.undo_group_start()
@@ -614,6 +656,8 @@ def remove_backgrounds(procedure, image, drawables, config):
                 "the mask is empty. Try another model, or select the subject's area first."
             )
     Gimp.displays_flush()
+    if failure is not None:
+        return error_values(procedure, partial_summary(layers, results, failure))
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
 

@@ -9,7 +9,8 @@ job.json is {"output_dir": DIR, "cases": [CASE, ...], "dialog": BOOL}. Each case
 and exports the pixels of the layers under test as 8-bit RGBA PNGs, the CLI's input for the
 reference masks. Then it runs the procedure with the case's arguments and records what GIMP
 reports in DIR/results.json: the return status and message, every layer with its pixels and mask,
-the selection, a digest of the whole image before and after, and .xcf and .png files.
+the selection, a digest of the whole image before and after, and .xcf and .png files. With
+"save_around", it also saves the image as .xcf just before and just after the procedure runs.
 
 This driver asserts nothing, so one failing case does not hide the others. The test process
 checks the results.
@@ -245,6 +246,27 @@ class CancelSimulation(threading.Thread):
         self.report["killed"] = False
 
 
+class WorkerWatcher(threading.Thread):
+    """Record whether a worker process appears while the procedure runs."""
+
+    def __init__(self, report):
+        super().__init__(daemon=True)
+        self.report = report
+        self.done = threading.Event()
+
+    def run(self):
+        self.report["seen"] = False
+        while not self.done.is_set():
+            if find_process(WORKER_COMMAND_MARK) is not None:
+                self.report["seen"] = True
+                return
+            time.sleep(0.02)
+
+    def join(self, timeout=None):
+        self.done.set()
+        super().join(timeout)
+
+
 class DialogResponder(threading.Thread):
     """Wait for the plug-in's dialog to appear, focus it and press each shortcut in `shortcuts`."""
 
@@ -388,8 +410,11 @@ def override_engine(changes):
     with open(engine_file(), encoding="utf-8") as file:
         original = file.read()
     config = json.loads(original)
-    config["python"] = changes.get("python", config["python"])
-    config["environment"].update(changes.get("environment", {}))
+    for key, value in changes.items():
+        if key == "environment":
+            config["environment"].update(value)
+        else:
+            config[key] = value
     with open(engine_file(), "w", encoding="utf-8") as file:
         json.dump(config, file)
     return original
@@ -422,6 +447,9 @@ def run_case_with_engine(procedure, case, output_dir):
             result["source_pngs"][drawable.get_name()] = path
     result["before"] = image_digest(image)
     result["before_selection_empty"] = Gimp.Selection.is_empty(image)
+    if case.get("save_around"):
+        result["xcf_before"] = prefix + ".before.xcf"
+        Gimp.file_save(NONINTERACTIVE, image, Gio.File.new_for_path(result["xcf_before"]), None)
     display = Gimp.Display.new(image) if case.get("display") else None
     Gimp.displays_flush()
 
@@ -429,6 +457,9 @@ def run_case_with_engine(procedure, case, output_dir):
     cancel_report = {}
     if case.get("cancel"):
         helpers.append(CancelSimulation(cancel_report))
+    worker_report = {}
+    if case.get("watch_worker"):
+        helpers.append(WorkerWatcher(worker_report))
     config = make_config(procedure, image, drawables, case.get("args", {}))
     dialog_report = {}
     if "dialog_shortcuts" in case:
@@ -450,10 +481,16 @@ def run_case_with_engine(procedure, case, output_dir):
     if case.get("cancel"):
         result["cancel"] = cancel_report
         result["worker_exited"] = wait_for_worker_exit(10)
+    if case.get("watch_worker"):
+        result["worker_seen"] = worker_report["seen"]
+        result["worker_exited"] = wait_for_worker_exit(10)
     if "dialog_shortcuts" in case:
         result["dialog"] = dialog_report
 
     result["after"] = image_digest(image)
+    if case.get("save_around"):
+        result["xcf_after"] = prefix + ".after.xcf"
+        Gimp.file_save(NONINTERACTIVE, image, Gio.File.new_for_path(result["xcf_after"]), None)
     if case.get("undo"):
         Gimp.displays_flush()
         press_in_image_window(["Control_L", "z"])

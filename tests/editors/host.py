@@ -27,6 +27,13 @@ ENGINE_DIR_IN_CHROOT = "/opt/ai-remove-background"
 # proxy's own authority that update-ca-certificates added on the host only.
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CA_BUNDLE_IN_CHROOT = ENGINE_DIR_IN_CHROOT + "/host-ca-certificates.crt"
+# A stand-in worker that reads one request and never answers.
+HANGING_WORKER = """import json, struct, sys, time
+length = struct.unpack(">I", sys.stdin.buffer.read(4))[0]
+header = json.loads(sys.stdin.buffer.read(length))
+sys.stdin.buffer.read(header.get("payload_bytes", 0))
+time.sleep(600)
+"""
 
 
 @dataclass
@@ -45,6 +52,18 @@ class EditorHost:
         host_dir = Path(tempfile.mkdtemp(dir=base))
         host_dir.chmod(0o755)
         return RUNS_DIR_IN_CHROOT + "/" + host_dir.name
+
+    def hanging_engine(self, run_dir: str) -> str:
+        """Write a stand-in for the engine's Python whose worker hangs; return its path inside the chroot.
+
+        Its command line keeps the worker's module name, so a test can check that it is gone.
+        """
+        script = f"{run_dir}/hanging_worker.py"
+        self.host_path(script).write_text(HANGING_WORKER)
+        python = f"{run_dir}/hanging-python"
+        self.host_path(python).write_text(f'#!/bin/sh\nexec python3 {script} "$@"\n')
+        self.host_path(python).chmod(0o755)
+        return python
 
     def run(
         self,
