@@ -14,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from PIL import Image
 from editors.host import CHECKOUT, EditorHost
 from editors.kra_reader import KraFile, lzf_decompress
 from editors.krita_png import read_png_rgba, to_eight_bit
+from editors.trimaps import UNKNOWN, astronaut_trimap, write_astronaut_trimap
 
 pytestmark = pytest.mark.krita
 
@@ -53,11 +55,14 @@ BLUR_RADIUS = 8
 EXPORT_REFERENCE_CASES = ["graya_u8", "cmyka_u8", "laba_u16"]
 # Sample types of the driver's dumps, by Krita colour depth (masks are always U8).
 DUMP_DTYPES = {"U8": np.uint8, "U16": np.dtype("=u2"), "F16": np.dtype("=f2"), "F32": np.dtype("=f4")}
+LAYER_LIMIT_VARIABLE = "AI_REMOVE_BACKGROUND_MAX_MEGAPIXELS"
+LAYER_LIMIT_MEGAPIXELS = 0.2
+HANG_TIMEOUT_SECONDS = 3
 
 CASES: list[dict[str, Any]] = [
     {"name": "menu_astronaut", "open": ASTRONAUT, "trigger": "menu", "settings": {"model": "isnet"},
      "save": True, "undo": 1},
-    {"name": "cancel", "open": ASTRONAUT, "settings": {"model": "isnet"}, "cancel": True},
+    {"name": "cancel", "open": ASTRONAUT, "settings": {"model": "isnet"}, "cancel": True, "save_around": True},
     {"name": "chelsea", "open": CHELSEA, "settings": {"model": "isnet"}},
     {"name": "offset", "open": ASTRONAUT, "settings": {"model": FAST_MODEL}, "layer_offset": list(LAYER_OFFSET),
      "save": True},
@@ -87,10 +92,22 @@ CASES: list[dict[str, Any]] = [
      "duplicate_layer": list(COPY_OFFSET), "select_all_layers": True},
     {"name": "dialog", "open": ASTRONAUT, "batch": False, "settings": {"model": "isnet", "output": "mask"},
      "dialog": {"model": FAST_MODEL, "output": "layer"}},
-    {"name": "error_filter_layer", "open": ASTRONAUT, "target": "filter_layer"},
+    {"name": "error_filter_layer", "open": ASTRONAUT, "target": "filter_layer", "save_around": True},
     {"name": "error_message_box", "open": ASTRONAUT, "target": "filter_layer", "batch": False},
-    {"name": "error_empty_layer", "open": ASTRONAUT, "target": "empty_layer"},
-    {"name": "error_engine", "open": ASTRONAUT, "settings": {"model": "no-such-model"}},
+    {"name": "error_empty_layer", "open": ASTRONAUT, "target": "empty_layer", "save_around": True},
+    {"name": "error_engine", "open": ASTRONAUT, "settings": {"model": "no-such-model"}, "save_around": True},
+    # 'Background' (cropped to 0.09 megapixels) is processed first and fits the limit; 'Copy'
+    # (0.262 megapixels) does not.
+    {"name": "error_second_layer", "open": ASTRONAUT, "settings": {"model": FAST_MODEL},
+     "duplicate_layer": list(COPY_OFFSET), "crop_layer": [0, 0, 300, 300], "select_all_layers": True,
+     "engine": {"environment": {LAYER_LIMIT_VARIABLE: str(LAYER_LIMIT_MEGAPIXELS)}}},
+    # "python" is filled in with the hanging stand-in engine when the session starts.
+    {"name": "error_worker_hangs", "open": ASTRONAUT, "settings": {"model": FAST_MODEL},
+     "engine": {"timeout_seconds": HANG_TIMEOUT_SECONDS}, "save_around": True, "watch_worker": True},
+    {"name": "after_hang", "open": CHELSEA, "settings": {"model": FAST_MODEL}},
+    # "hint_mask_raw" is filled in with the astronaut's trimap when the session starts.
+    {"name": "refine_from_mask", "open": ASTRONAUT, "settings": {"model": FAST_MODEL, "refine_from_mask": "true"},
+     "save": True, "undo": 2},
 ]
 
 
@@ -164,10 +181,10 @@ def install_plugin(host: EditorHost, run_dir: str, home: str) -> None:
     kritarc.write_text(text)
 
 
-def run_cli(host: EditorHost, model: str, inputs: list[str], output_dir: str) -> None:
+def run_cli(host: EditorHost, model: str, inputs: list[str], output_dir: str, options: tuple[str, ...] = ()) -> None:
     cli = str(Path(host.engine_python).parent / "ai-remove-background")
     result = host.run(
-        [cli, *inputs, "--mask", "--model", model, "--overwrite", "-o", output_dir],
+        [cli, *inputs, "--mask", "--model", model, *options, "--overwrite", "-o", output_dir],
         env={"AI_REMOVE_BACKGROUND_MODELS": host.models_dir},
         timeout=600,
     )
@@ -208,7 +225,36 @@ def compute_references(host: EditorHost, run_dir: str, results: dict[str, Any]) 
             stem = Path(path).stem
             with Image.open(host.host_path(f"{output_dir}/{stem}.png")) as mask:
                 references[f"{model}/{stem}"] = np.asarray(mask.convert("L"))
+    output_dir = f"{run_dir}/cli-hint"
+    host.host_path(output_dir).mkdir()
+    run_cli(host, FAST_MODEL, [ASTRONAUT], output_dir, ("--hint-mask", trimap_png_path(run_dir)))
+    with Image.open(host.host_path(f"{output_dir}/{Path(ASTRONAUT).stem}.png")) as mask:
+        references["hint/astronaut"] = np.asarray(mask.convert("L"))
     return references
+
+
+def session_cases(host: EditorHost, run_dir: str) -> list[dict[str, Any]]:
+    """Return CASES with the files that live in the run folder: the hanging engine and the trimap."""
+    python = host.hanging_engine(run_dir)
+    trimap = astronaut_trimap()
+    host.host_path(trimap_raw_path(run_dir)).write_bytes(trimap.tobytes())
+    write_astronaut_trimap(host.host_path(trimap_png_path(run_dir)))
+    cases = []
+    for case in CASES:
+        if case["name"] == "error_worker_hangs":
+            case = dict(case, engine=dict(case["engine"], python=python))
+        elif case["name"] == "refine_from_mask":
+            case = dict(case, hint_mask_raw=[trimap_raw_path(run_dir), trimap.shape[1], trimap.shape[0]])
+        cases.append(case)
+    return cases
+
+
+def trimap_raw_path(run_dir: str) -> str:
+    return f"{run_dir}/astronaut-trimap.u8"
+
+
+def trimap_png_path(run_dir: str) -> str:
+    return f"{run_dir}/astronaut-trimap.png"
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +272,7 @@ def session(editor_host: EditorHost) -> Iterator[KritaSession]:
         "output_dir": output_dir,
         "watchdog_seconds": KRITA_TIMEOUT_SECONDS - 60,
         "case_timeout_seconds": 300,
-        "cases": CASES,
+        "cases": session_cases(editor_host, run_dir),
     }))
     command = ["timeout", "-k", "10", str(KRITA_TIMEOUT_SECONDS), *XVFB, "krita", "--nosplash"]
     result = editor_host.run(command, env={"HOME": home, "AIRB_KRITA_SCENARIO": scenario},
@@ -525,6 +571,85 @@ def test_engine_error_reaches_user(session: KritaSession) -> None:
     assert case["outcome"]["status"] == "error"
     assert "no-such-model" in case["outcome"]["message"]
     assert case["layers_after"] == case["layers_before"]
+
+
+def test_failing_layer_leaves_finished_layers_done(session: KritaSession) -> None:
+    case = session.case("error_second_layer")
+    assert case["selected_nodes"] == ["Background", "Copy"]
+    outcome = case["outcome"]
+    assert outcome["status"] == "error"
+    assert outcome["message"].startswith(
+        "Removing the background failed: layer 'Copy': layer is 512 x 512 (0.262 megapixels), over the limit of "
+        f"{LAYER_LIMIT_MEGAPIXELS:g}: scale it down, or raise the limit with {LAYER_LIMIT_VARIABLE} in the "
+        "environment of the plug-in's engine.json. Removed the background of 'Background' (u2netp on ")
+    assert outcome["message"].endswith(" Left unchanged: 'Copy'.")
+    assert outcome["created"] == [MASK_NAME.format(FAST_MODEL)]
+    layers = {node["name"]: node for node in case["layers_after"]}
+    assert [child["type"] for child in layers["Background"]["children"]] == ["transparencymask"]
+    assert layers["Copy"]["children"] == []
+    before = {node["name"]: node for node in case["layers_before"]}
+    assert layers["Copy"] == before["Copy"]
+    mask, bounds = session.dump(case, MASK_NAME.format(FAST_MODEL))
+    assert bounds == [0, 0, 300, 300]
+    assert 0.05 < (mask > 127).mean() < 0.95, "the finished layer's mask keeps no subject or everything"
+
+
+def test_refine_from_mask_replaces_it(session: KritaSession) -> None:
+    case = session.case("refine_from_mask")
+    assert case["outcome"]["status"] == "done", case["outcome"]["message"]
+    before = {node["name"]: node for node in case["layers_before"]}
+    after = {node["name"]: node for node in case["layers_after"]}
+    assert [child["name"] for child in before["Background"]["children"]] == ["My mask"]
+    assert [child["name"] for child in after["Background"]["children"]] == [MASK_NAME.format(FAST_MODEL)]
+    mask, _ = session.dump(case, MASK_NAME.format(FAST_MODEL))
+    trimap = astronaut_trimap()
+    assert (mask[trimap == 255] == 255).all(), "painted white pixels changed"
+    assert (mask[trimap == 0] == 0).all(), "painted black pixels changed"
+    band = mask[trimap == UNKNOWN]
+    assert ((band > 0) & (band < 255)).mean() > 0.3, "the band between black and white was not solved"
+    assert_masks_match(mask, session.references["hint/astronaut"])
+
+
+def test_refine_from_mask_undo_restores_it(session: KritaSession) -> None:
+    case = session.case("refine_from_mask")
+    after_undo = {node["name"]: node for node in case["layers_after_undo"]}
+    assert [child["name"] for child in after_undo["Background"]["children"]] == ["My mask"]
+
+
+def saved_kra_members(session: KritaSession, path: str) -> dict[str, bytes]:
+    """Return the members of a saved .kra, except documentinfo.xml, which records the save time."""
+    with zipfile.ZipFile(session.path(path)) as archive:
+        return {name: archive.read(name) for name in archive.namelist() if name != "documentinfo.xml"}
+
+
+@pytest.mark.parametrize("name", ["cancel", "error_filter_layer", "error_empty_layer", "error_engine",
+                                  "error_worker_hangs"])
+def test_failed_run_saves_identical_file(session: KritaSession, name: str) -> None:
+    case = session.case(name)
+    assert case["kra_before_saved"] and case["kra_after_saved"]
+    before = saved_kra_members(session, case["kra_before"])
+    after = saved_kra_members(session, case["kra_after"])
+    assert "maindoc.xml" in before
+    assert len(before) > 3
+    assert sorted(after) == sorted(before)
+    changed = [member for member in before if after[member] != before[member]]
+    assert not changed, f"members that differ after the run: {changed}"
+
+
+def test_hung_worker_times_out(session: KritaSession) -> None:
+    case = session.case("error_worker_hangs")
+    assert case["outcome"]["status"] == "error"
+    assert case["outcome"]["message"].startswith(
+        f"Removing the background failed: layer 'Background': the engine sent nothing for {HANG_TIMEOUT_SECONDS} s "
+        "and was stopped: try again; for very large layers, raise timeout_seconds in ")
+    assert case["worker_left_running"] is False
+    assert case["layers_after"] == case["layers_before"]
+
+
+def test_engine_file_change_takes_effect(session: KritaSession) -> None:
+    # The case after the hang runs with the restored engine.json, in the same Krita.
+    case = session.case("after_hang")
+    assert case["outcome"]["status"] == "done", case["outcome"]["message"]
 
 
 # ----------------------------------------------------------------------------- installer (this machine)

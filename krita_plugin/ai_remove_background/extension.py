@@ -68,6 +68,8 @@ class RemoveBackgroundExtension(Extension):
     def __init__(self, parent: Any) -> None:
         super().__init__(parent)
         self.client: Any = None
+        # engine.json's modification time and size when self.client was made from it.
+        self._engine_stamp: tuple[int, int] | None = None
         self.job: WorkerJob | None = None
         self.run_count = 0
         # Result of the last run: {"run", "status" (done, cancelled, error), "message", "created"}.
@@ -112,12 +114,14 @@ class RemoveBackgroundExtension(Extension):
             options = dialog.options()
             save_options(krita, options)
 
-        requests = [read_layer(document, layer, options.limit_to_selection) for layer in layers]
+        requests = [read_layer(document, layer, options.limit_to_selection, options.refine_from_mask)
+                    for layer in layers]
         for request in requests:
-            logger.info("layer %r: %dx%d at (%d, %d), %s%s%s", request.name, request.width, request.height,
+            logger.info("layer %r: %dx%d at (%d, %d), %s%s%s%s", request.name, request.width, request.height,
                         request.x, request.y, request.sample,
                         f", converted from {request.converted_from}" if request.converted_from else "",
-                        ", limited to the selection" if request.limit is not None else "")
+                        ", limited to the selection" if request.limit is not None else "",
+                        ", refining its transparency mask" if request.hint is not None else "")
         client = self._worker_client()
         self._document = document
         self._options = options
@@ -125,7 +129,7 @@ class RemoveBackgroundExtension(Extension):
         self.job.start()
 
     def _worker_client(self) -> Any:
-        """Return the worker client, reading engine.json on the first run and after a failed start."""
+        """Return the worker client, made anew when engine.json changed or the engine failed to start."""
         try:
             from . import worker_client
         except ImportError:
@@ -133,25 +137,38 @@ class RemoveBackgroundExtension(Extension):
                 f"worker_client.py is missing from {PLUGIN_DIR}: run 'python3 install.py' in the "
                 "ai-remove-background folder, then restart Krita."
             ) from None
+        try:
+            status = os.stat(os.path.join(PLUGIN_DIR, worker_client.ENGINE_FILE_NAME))
+            stamp: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
+        except OSError:
+            stamp = None  # from_plugin_dir reports the missing file
+        if self.client is not None and stamp != self._engine_stamp:
+            logger.info("engine.json changed; starting the engine it names")
+            self.client.close()
+            self.client = None
         if self.client is None:
             try:
                 self.client = worker_client.WorkerClient.from_plugin_dir(PLUGIN_DIR)
             except worker_client.WorkerError as error:
                 raise PluginError(str(error)) from None
+            self._engine_stamp = stamp
         return self.client
 
     # ----------------------------------------------------------------- applying the result
     def _on_job_finished(self, job: WorkerJob) -> None:
+        """Apply the finished layers' masks. After a failure, the layers before it are still done."""
         if job.status == CANCELLED:
             self._finish(CANCELLED, "Cancelled: the image was not changed.")
             return
+        finished = [request for request in job.requests if request.reply]
         if job.status == FAILED:
             if job.error_code == "engine_missing":
                 self.client = None  # read engine.json again next time, in case install.py ran since
-            self._finish(FAILED, f"Removing the background failed: {job.error_message}")
-            return
+            if not finished:
+                self._finish(FAILED, f"Removing the background failed: {job.error_message}")
+                return
         try:
-            created, pending_moves = self._apply(self._document, job.requests, self._options)
+            created, pending_moves = self._apply(self._document, finished, self._options)
         except PluginError as error:
             self._finish(FAILED, str(error))
             return
@@ -159,11 +176,16 @@ class RemoveBackgroundExtension(Extension):
             logger.exception("applying the result failed")
             self._finish(FAILED, f"Applying the mask failed ({type(error).__name__}: {error}): please report this.")
             return
-        summary = self._summary(job.requests, self._options)
+        status, summary = DONE, self._summary(finished, self._options)
+        if job.status == FAILED:
+            untouched = ", ".join(f"'{request.name}'" for request in job.requests[len(finished):])
+            status = FAILED
+            summary = (f"Removing the background failed: {job.error_message}. {summary} "
+                       f"Left unchanged: {untouched}.")
         if pending_moves:
-            self._move_backgrounds_down(self._document, pending_moves, created, summary)
+            self._move_backgrounds_down(self._document, pending_moves, created, summary, status)
         else:
-            self._finish(DONE, summary, created)
+            self._finish(status, summary, created)
 
     def _apply(self, document: Any, requests: list[LayerRequest], options: Options) -> tuple[list[str], list[Any]]:
         """Write the masks into the document, and return the names of new nodes and the pending moves."""
@@ -201,10 +223,17 @@ class RemoveBackgroundExtension(Extension):
             for node in reversed(created):
                 node.remove()
             raise
+        for request in requests if options.output != OUTPUT_LAYER else []:
+            refined = document.nodeByUniqueID(request.hint_node_id) if request.hint_node_id is not None else None
+            if refined is not None:
+                # The new mask keeps the refined mask's black and white, so it takes its place.
+                refined.remove()
         document.refreshProjection()
         return [node.name() for node in created], pending_moves
 
-    def _move_backgrounds_down(self, document: Any, moves: list[Any], created: list[str], summary: str) -> None:
+    def _move_backgrounds_down(
+        self, document: Any, moves: list[Any], created: list[str], summary: str, status: str = DONE
+    ) -> None:
         """Move each new background below its layer with Krita's Move Layer Down action.
 
         The action works on the active node. Krita makes a node active only after the current
@@ -228,12 +257,12 @@ class RemoveBackgroundExtension(Extension):
                 document.waitForDone()
             document.setActiveNode(node)
             if not is_below(node, background):
-                self._finish(DONE, f"{summary} Move layer '{background.name()}' below '{node.name()}' in the "
-                                   "Layers docker: Krita did not let the plug-in move it.", created)
+                self._finish(status, f"{summary} Move layer '{background.name()}' below '{node.name()}' in the "
+                                     "Layers docker: Krita did not let the plug-in move it.", created)
             elif len(moves) > 1:
-                self._move_backgrounds_down(document, moves[1:], created, summary)
+                self._move_backgrounds_down(document, moves[1:], created, summary, status)
             else:
-                self._finish(DONE, summary, created)
+                self._finish(status, summary, created)
 
         document.setActiveNode(background)
         QTimer.singleShot(ACTIVATION_POLL_MS, move_when_active)

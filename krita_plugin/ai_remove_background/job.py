@@ -43,7 +43,11 @@ def ignore_broken_pipes() -> Any:
 
 
 class WorkerJob(QObject):
-    """Remove the background of each request in turn, then call `on_finished(job)` once."""
+    """Remove the background of each request in turn, then call `on_finished(job)` once.
+
+    The job stops at the first request that fails; the requests before it keep their `mask`
+    and `reply`, the others have neither.
+    """
 
     def __init__(
         self,
@@ -118,15 +122,16 @@ class WorkerJob(QObject):
                     request.pixels,
                     options=self.engine_options,
                     limit=request.limit,
+                    hint=request.hint,
                     on_progress=on_progress,
                 )
             except worker_client.WorkerError as error:
                 with self._lock:
-                    self._error = (error.code, str(error))
+                    self._error = (error.code, f"layer '{request.name}': {error}")
                 return
             except Exception as error:  # a bug, reported to the user instead of lost with the thread
                 with self._lock:
-                    self._error = ("internal", f"{type(error).__name__}: {error}")
+                    self._error = ("internal", f"layer '{request.name}': {type(error).__name__}: {error}")
                 return
             if len(mask) != request.width * request.height:
                 message = (f"the engine returned {len(mask)} mask bytes for layer '{request.name}', "

@@ -39,6 +39,8 @@ class LayerRequest:
     sample: str  # "u8" or "u16"
     pixels: bytes  # RGBA, little-endian samples
     limit: bytes | None = None  # the selection, 0 to 255, one byte per pixel
+    hint: bytes | None = None  # the user's transparency mask to refine, one byte per pixel
+    hint_node_id: Any = None  # QUuid of that mask, which the result replaces
     converted_from: str = ""  # e.g. "CMYKA U16", empty when read as it is
     mask: bytes = field(default=b"", repr=False)
     reply: dict[str, Any] = field(default_factory=dict)
@@ -132,8 +134,17 @@ def _read_converted(document: Any, node: Any, depth: str, x: int, y: int, width:
         copy.close()
 
 
-def read_layer(document: Any, node: Any, limit_to_selection: bool) -> LayerRequest:
-    """Read a layer at its own bounds (which may lie partly outside the canvas) as sRGB RGBA."""
+def hint_mask(node: Any) -> Any:
+    """Return the layer's topmost transparency mask, or None when it has none."""
+    masks = [child for child in node.childNodes() if child.type() == "transparencymask"]
+    return masks[-1] if masks else None
+
+
+def read_layer(document: Any, node: Any, limit_to_selection: bool, refine_from_mask: bool = False) -> LayerRequest:
+    """Read a layer at its own bounds (which may lie partly outside the canvas) as sRGB RGBA.
+
+    With `refine_from_mask`, the layer's topmost transparency mask becomes the request's hint.
+    """
     bounds = node.bounds()
     if bounds.isEmpty():
         raise PluginError(
@@ -167,7 +178,19 @@ def read_layer(document: Any, node: Any, limit_to_selection: bool) -> LayerReque
             f"{width * height * 4 * sample_bytes}: please report this with your Krita version."
         )
     pixels = native_to_little_endian(bgra_to_rgba(data, sample_bytes), sample_bytes)
-    return LayerRequest(node.uniqueId(), node.name(), x, y, width, height, str(sample), pixels, limit, converted_from)
+    request = LayerRequest(node.uniqueId(), node.name(), x, y, width, height, str(sample), pixels, limit=limit,
+                           converted_from=converted_from)
+    mask = hint_mask(node) if refine_from_mask else None
+    if mask is not None:
+        # Transparency masks hold one 8-bit sample per pixel whatever the layer's depth.
+        request.hint = bytes(mask.pixelData(x, y, width, height))
+        request.hint_node_id = mask.uniqueId()
+        if len(request.hint) != width * height:
+            raise PluginError(
+                f"Krita returned {len(request.hint)} bytes for the mask '{mask.name()}' of layer "
+                f"'{node.name()}', expected {width * height}: please report this with your Krita version."
+            )
+    return request
 
 
 def pixel_layout(node: Any) -> PixelLayout:

@@ -46,6 +46,8 @@ class Options:
     background_color: str = "#ffffff"
     blur_radius: int = 20  # pixels
     limit_to_selection: bool = True
+    # Use the layer's transparency mask as a hint: keep its black and white, solve the grey.
+    refine_from_mask: bool = False
 
     def engine_options(self) -> dict[str, Any]:
         """Return the `options` object of a worker request."""
@@ -104,6 +106,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "background_color": _parse_color,
     "blur_radius": _parse_int_within(1, BLUR_LIMIT_PIXELS),
     "limit_to_selection": _parse_bool,
+    "refine_from_mask": _parse_bool,
 }
 
 

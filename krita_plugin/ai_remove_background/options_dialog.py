@@ -94,9 +94,18 @@ class OptionsDialog(QDialog):
         if not has_selection:
             self.limit_to_selection.setToolTip("There is no selection in this image.")
 
+        self.refine_from_mask = QCheckBox("Refine the layer's transparency mask")
+        self.refine_from_mask.setChecked(options.refine_from_mask)
+        self.refine_from_mask.setToolTip(
+            "Keep the black and white parts of the mask you painted and solve only the grey parts "
+            "between them. The result replaces that mask. Layers without a transparency mask are "
+            "computed from scratch."
+        )
+
         form = QFormLayout()
         form.addRow("Model:", self.model)
         form.addRow("", self.refine)
+        form.addRow("", self.refine_from_mask)
         form.addRow("Grow or shrink:", self.grow)
         form.addRow("Feather:", self.feather)
         form.addRow("Output:", self.output)
@@ -143,6 +152,7 @@ class OptionsDialog(QDialog):
             self._options,
             model=self.model.currentData(),
             refine=self.refine.isChecked(),
+            refine_from_mask=self.refine_from_mask.isChecked(),
             grow=self.grow.value(),
             feather=self.feather.value(),
             output=self.output.currentData(),

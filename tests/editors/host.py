@@ -27,7 +27,7 @@ ENGINE_DIR_IN_CHROOT = "/opt/ai-remove-background"
 # proxy's own authority that update-ca-certificates added on the host only.
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CA_BUNDLE_IN_CHROOT = ENGINE_DIR_IN_CHROOT + "/host-ca-certificates.crt"
-# A stand-in worker that reads one request and never answers.
+# A stand-in worker that reads one request and never replies.
 HANGING_WORKER = """import json, struct, sys, time
 length = struct.unpack(">I", sys.stdin.buffer.read(4))[0]
 header = json.loads(sys.stdin.buffer.read(length))

@@ -16,6 +16,13 @@ a `name` and a file to `open`, and optionally:
 - `cancel`: press the progress dialog's Cancel button at once
 - `export_before`, `save`: export a PNG before the run, save .kra and export .png after it
 - `undo`: how many times to trigger Edit > Undo after the run
+- `crop_layer` [x, y, width, height]: crop the opened layer (after `duplicate_layer` copied it)
+- `engine` {key: value}: replace keys of the installed engine.json for this case ("environment"
+  is merged); the original file is restored when the case ends
+- `save_around`: save .kra just before and just after the run
+- `hint_mask_raw` [path, width, height]: give the target a transparency mask "My mask" holding
+  these 8-bit samples
+- `watch_worker`: record whether a worker process is left running after the run
 
 The driver records the layer tree before and after, the plug-in's `last_outcome`, the texts
 of message boxes and raw dumps of the masks it created. Assertions live in the tests. Krita
@@ -49,8 +56,11 @@ DEFAULT_SETTINGS = {
     "background_color": "#ffffff",
     "blur_radius": "20",
     "limit_to_selection": "true",
+    "refine_from_mask": "false",
 }
 SAMPLE_BYTES = {"U8": 1, "U16": 2, "F16": 2, "F32": 4}
+WORKER_COMMAND_MARK = "ai_remove_background.worker"
+WORKER_EXIT_SECONDS = 10
 STARTED = time.monotonic()
 
 
@@ -69,6 +79,24 @@ def node_tree(node):
         "visible": node.visible(),
         "children": [node_tree(child) for child in node.childNodes()],
     }
+
+
+def engine_file():
+    return os.path.join(os.path.dirname(sys.modules[PLUGIN_PACKAGE].__file__), "engine.json")
+
+
+def worker_running():
+    """Return whether a process whose command line names the worker module is running."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                if WORKER_COMMAND_MARK.encode() in file.read():
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def find_nodes(node, name):
@@ -165,6 +193,7 @@ class ScenarioDriver(Extension):
             return
         self.case = cases[self.case_index]
         self.record = {"name": self.case["name"], "driver_error": "", "started": time.monotonic()}
+        self.original_engine = None
         log("case", self.case["name"])
         self.guarded(self.open_document)()
 
@@ -187,6 +216,8 @@ class ScenarioDriver(Extension):
         log("prepare document")
         document = self.document
         layer = document.topLevelNodes()[0]
+        if "engine" in self.case:
+            self.override_engine(self.case["engine"])
         if "color_space" in self.case:
             model, depth, profile = self.case["color_space"]
             if not document.setColorSpace(model, depth, profile):
@@ -197,6 +228,14 @@ class ScenarioDriver(Extension):
             document.waitForDone()
 
         target = self.add_layers(document, layer)
+        if "hint_mask_raw" in self.case:
+            path, width, height = self.case["hint_mask_raw"]
+            with open(path, "rb") as file:
+                data = file.read()
+            mask = document.createTransparencyMask("My mask")
+            target.addChildNode(mask, None)
+            if mask.setPixelData(data, 0, 0, width, height) is False:
+                raise RuntimeError("Krita rejected the hint mask's pixels")
         if "selection" in self.case:
             selection = Selection()
             selection.select(*self.case["selection"], 255)
@@ -216,6 +255,24 @@ class ScenarioDriver(Extension):
         self.activation_attempts = 0
         QTimer.singleShot(0, self.guarded(self.activate_target))
 
+    def override_engine(self, changes):
+        with open(engine_file(), encoding="utf-8") as file:
+            self.original_engine = file.read()
+        config = json.loads(self.original_engine)
+        for key, value in changes.items():
+            if key == "environment":
+                config["environment"].update(value)
+            else:
+                config[key] = value
+        with open(engine_file(), "w", encoding="utf-8") as file:
+            json.dump(config, file)
+
+    def restore_engine(self):
+        if self.original_engine is not None:
+            with open(engine_file(), "w", encoding="utf-8") as file:
+                file.write(self.original_engine)
+            self.original_engine = None
+
     def add_layers(self, document, layer):
         """Add the layers the case asks for, and return the layer the plug-in should work on."""
         root = document.rootNode()
@@ -230,6 +287,8 @@ class ScenarioDriver(Extension):
             copy.setName("Copy")
             root.addChildNode(copy, layer)
             copy.move(*self.case["duplicate_layer"])
+        if "crop_layer" in self.case:
+            layer.cropNode(*self.case["crop_layer"])
         if self.case.get("target") == "filter_layer":
             canvas = Selection()
             canvas.select(0, 0, document.width(), document.height(), 255)
@@ -268,6 +327,10 @@ class ScenarioDriver(Extension):
         view = krita.activeWindow().activeView()
         self.record["selected_nodes"] = [node.name() for node in view.selectedNodes()]
         self.record["layers_before"] = [node_tree(node) for node in document.topLevelNodes()]
+        if self.case.get("save_around"):
+            self.record["kra_before"] = os.path.join(self.scenario["output_dir"], self.case["name"] + ".before.kra")
+            self.record["kra_before_saved"] = bool(document.saveAs(self.record["kra_before"]))
+            document.waitForDone()
         main_window = krita.activeWindow().qwindow()
         self.record["menu_paths"] = menu_paths(main_window, ACTION_TEXT)
         self.runs_before = self.plugin().run_count
@@ -347,6 +410,11 @@ class ScenarioDriver(Extension):
             QTimer.singleShot(POLL_MS, self.guarded(self.wait_for_result))
             return
         self.record["outcome"] = dict(plugin.last_outcome) if finished else None
+        if self.case.get("watch_worker"):
+            deadline = time.monotonic() + WORKER_EXIT_SECONDS
+            while worker_running() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.record["worker_left_running"] = worker_running()
         QTimer.singleShot(TICK_MS, self.guarded(self.collect))
 
     def collect(self):
@@ -394,6 +462,11 @@ class ScenarioDriver(Extension):
                 file.write(bytes(selection.pixelData(x, y, width, height)))
             self.record["selection"] = {"file": path, "bounds": [x, y, width, height]}
 
+        if self.case.get("save_around"):
+            self.record["kra_after"] = os.path.join(output, self.case["name"] + ".after.kra")
+            self.record["kra_after_saved"] = bool(document.saveAs(self.record["kra_after"]))
+            document.waitForDone()
+
         if self.case.get("save"):
             log("saving")
             self.record["kra"] = stem + ".kra"
@@ -416,6 +489,7 @@ class ScenarioDriver(Extension):
 
     def end_case(self):
         log("end case")
+        self.restore_engine()
         if self.modal_timer is not None:
             self.modal_timer.stop()
             self.modal_timer = None
