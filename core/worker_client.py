@@ -22,8 +22,8 @@ ENGINE_FILE_NAME = "engine.json"
 WORKER_MODULE = "ai_remove_background.worker"
 SAMPLE_BYTES = {"u8": 1, "u16": 2, "f32": 4}
 # Seconds the worker may stay silent during a request before it counts as hung. The worker
-# reports progress between stages; the longest silence measured was 7 s (refining a
-# 100-megapixel layer on a 2-core x86-64 server), so this leaves room for far slower machines.
+# reports progress between stages. The longest silence measured was 7 s, refining a
+# 100-megapixel layer on a 2-core x86-64 server, so this leaves room for far slower machines.
 DEFAULT_TIMEOUT_SECONDS = 300.0
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from editors.host import CHECKOUT, EditorHost
+from editors.trimaps import UNKNOWN, astronaut_trimap, write_astronaut_trimap
 from editors.xcf_reader import read_xcf
 from PIL import Image
 
@@ -96,8 +97,8 @@ class GimpSession:
     ) -> dict[str, np.ndarray]:
         """Run the engine's CLI once on several PNGs; return {source path: mask}."""
         options = options or []
-        tag = "-".join([model] + [option.strip("-") for option in options])
-        output_dir = f"{self.run_dir}/cli-{tag}-{len(list(self.path(self.run_dir).iterdir()))}"
+        # Options may hold paths, so the folder is named by the model and a counter only.
+        output_dir = f"{self.run_dir}/cli-{model}-{len(list(self.path(self.run_dir).iterdir()))}"
         # An existing folder makes -o a folder even for one input.
         self.path(output_dir).mkdir()
         cli = str(Path(self.host.engine_python).parent / "ai-remove-background")
@@ -188,6 +189,8 @@ def fast(case: dict) -> dict:
 def layer_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
     """Layer geometry, image modes and precisions, alpha, existing masks, outputs and refusals."""
     cat, astronaut = sources["chelsea"], sources["astronaut"]
+    trimap = f"{gimp.run_dir}/astronaut-trimap.png"
+    write_astronaut_trimap(gimp.path(trimap))
     cases = [
         {"name": "offset", "source": cat, "canvas": [600, 420], "offset": [90, 70], "save": True},
         {"name": "negative offset", "source": cat, "canvas": [300, 200], "offset": [-80, -50], "save": True},
@@ -210,6 +213,13 @@ def layer_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
             "args": {"existing-mask": "intersect"},
         },
         {"name": "mask keep", "source": cat, "existing_mask": "ramp", "args": {"existing-mask": "keep"}},
+        {
+            "name": "mask refine",
+            "source": astronaut,
+            "existing_mask_file": trimap,
+            "args": {"existing-mask": "refine"},
+            "cli_options": ["--hint-mask", trimap],
+        },
         {
             "name": "output selection",
             "source": cat,
@@ -558,7 +568,7 @@ def test_argument_defaults(photo_run):
         "background-blur",
     ]
     assert arguments["output"]["default"] == "mask"
-    assert arguments["existing-mask"]["choices"] == ["replace", "intersect", "keep"]
+    assert arguments["existing-mask"]["choices"] == ["replace", "refine", "intersect", "keep"]
     assert arguments["existing-mask"]["default"] == "replace"
     assert arguments["refine-edges"]["default"] is True
     assert arguments["grow"]["default"] == 0
@@ -736,6 +746,17 @@ def test_existing_mask_intersected(gimp, layer_run, references):
     reference = references[("mask intersect", "photo")].astype(np.int32)
     old = ramp_mask(mask.shape[1], mask.shape[0]).astype(np.int32)
     assert_masks_close(mask, ((reference * old + 127) // 255).astype(np.uint8))
+
+
+def test_existing_mask_refined(gimp, layer_run, references):
+    case = successful(layer_run, "mask refine")
+    mask = layer_mask(gimp, case)
+    trimap = astronaut_trimap()
+    assert (mask[trimap == 255] == 255).all(), "painted white pixels changed"
+    assert (mask[trimap == 0] == 0).all(), "painted black pixels changed"
+    band = mask[trimap == UNKNOWN]
+    assert ((band > 0) & (band < 255)).mean() > 0.3, "the band between black and white was not solved"
+    assert_masks_close(mask, references[("mask refine", "photo")])
 
 
 def test_existing_mask_kept_result_selected(gimp, layer_run, references):
@@ -931,9 +952,8 @@ def test_failing_layer_leaves_finished_layers_done(gimp, layer_run, references):
     # The layer has no alpha channel, so its PNG is RGB and the driver reads it as opaque RGBA.
     source = load_png(gimp.path(case["source_pngs"]["photo"]))
     pixels = layer_pixels(gimp, case, "photo")
-    assert np.array_equal(pixels[..., :3], source) and (pixels[..., 3] == 255).all(), (
-        "the failed layer's pixels changed"
-    )
+    assert np.array_equal(pixels[..., :3], source), "the failed layer's colours changed"
+    assert (pixels[..., 3] == 255).all(), "the failed layer's alpha changed"
 
 
 def assert_saved_file_unchanged(session: GimpSession, case: dict) -> None:

@@ -52,6 +52,7 @@ OUTPUT_CHOICES = [
 ]
 EXISTING_MASK_CHOICES = [
     ("replace", "Replace it"),
+    ("refine", "Refine it: keep its black and white, solve the grey between"),
     ("intersect", "Intersect the result with it"),
     ("keep", "Keep it and add the result as a selection"),
 ]
@@ -285,7 +286,7 @@ def compute_masks(
     """Run the engine on each layer in turn, stopping at the first layer that fails.
 
     Returns the finished layers' results and the failure's message (None when every layer
-    finished). This only reads the image, so the image is unchanged whatever happens here.
+    finished). It only reads the image, so a failure here leaves the image unchanged.
     Raises PluginError when the engine cannot be started at all.
     """
     sample = sample_type(image)
@@ -321,6 +322,9 @@ def compute_mask(
     Gimp.progress_update(index / count)
     pixels = read_layer_pixels(layer, sample)
     limit = read_selection_limit(image, layer) if settings.selection_only else None
+    existing = layer.get_mask()
+    # The engine keeps the hint's 0 and 255 pixels and solves the others by matting.
+    hint = read_mask(existing) if existing is not None and settings.existing_mask == "refine" else None
 
     # libgimp 3.0 gives plug-ins no way to ask whether Cancel was pressed: GIMP kills the
     # plug-in instead (see run), so this callback never asks the worker to stop.
@@ -337,6 +341,7 @@ def compute_mask(
             pixels,
             options=settings.worker_options(),
             limit=limit,
+            hint=hint,
             on_progress=report_progress,
         )
     except worker_client.WorkerError as error:
@@ -357,7 +362,6 @@ def compute_mask(
         float(reply.get("seconds", 0.0)),
     )
 
-    existing = layer.get_mask()
     if existing is not None and settings.existing_mask == "intersect":
         mask = multiply_planes(mask, read_mask(existing))
     return LayerResult(layer, width, height, mask)

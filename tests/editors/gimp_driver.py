@@ -92,6 +92,16 @@ def add_ramp_mask(layer):
     write_plane(mask, MASK_FORMAT, b"".join(rows))
 
 
+def add_mask_from_file(layer, path):
+    """Give the layer a mask holding a grayscale image file of the layer's size."""
+    mask_image = load_image(path)
+    plane = read_plane(mask_image.get_layers()[0], MASK_FORMAT)
+    mask_image.delete()
+    mask = layer.create_mask(Gimp.AddMaskType.WHITE)
+    layer.add_mask(mask)
+    write_plane(mask, MASK_FORMAT, plane)
+
+
 # --------------------------------------------------------------------------------------------
 # Building each case's image
 # --------------------------------------------------------------------------------------------
@@ -123,6 +133,8 @@ def prepare(case):
         ramp_alpha(layer)
     if case.get("existing_mask") == "ramp":
         add_ramp_mask(layer)
+    elif "existing_mask_file" in case:
+        add_mask_from_file(layer, case["existing_mask_file"])
     if "second_source" in case:
         second = Gimp.file_load_layer(NONINTERACTIVE, image, Gio.File.new_for_path(case["second_source"]))
         second.set_name("second photo")
