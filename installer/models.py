@@ -33,8 +33,9 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .common import InstallError
 
@@ -482,11 +483,24 @@ def _join_chunks(tarball: Path, source: Source, destination: Path, expected_size
                     _write(output, data, destination)
 
 
-def _open_for_writing(path: Path) -> BinaryIO:
+@contextmanager
+def _open_for_writing(path: Path) -> Iterator[BinaryIO]:
+    """Open `path` for writing, and close it at the end of the block.
+
+    Errors while opening or closing raise InstallError. Closing writes what is still buffered,
+    so a full disk may show only then.
+    """
     try:
-        return open(path, "wb")
+        output = open(path, "wb")
     except OSError as error:
         raise _write_error(path, error) from None
+    try:
+        yield output
+    finally:
+        try:
+            output.close()
+        except OSError as error:
+            raise _write_error(path, error) from None
 
 
 def _write(output: BinaryIO, data: bytes, path: Path) -> None:

@@ -683,6 +683,26 @@ def test_write_error_stops_without_next_source(tmp_path: Path, model_data: bytes
     assert not (models_dir / MODEL_FILE).exists()
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="/dev/full (writes fail with ENOSPC) is Linux only")
+@pytest.mark.parametrize("size", [100, None])
+def test_disk_full_while_writing(tmp_path: Path, model_data: bytes, size: int | None) -> None:
+    # The temporary file is a link to /dev/full, where every write that reaches the disk fails
+    # with "no space left". A 100-byte model stays in Python's buffer until the file is closed.
+    data = model_data if size is None else model_data[:size]
+    served = tmp_path / "served.onnx"
+    served.write_bytes(data)
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / f"{MODEL_FILE}.part-{os.getpid()}").symlink_to("/dev/full")
+
+    with pytest.raises(InstallError) as caught:
+        models.fetch_models(["fake"], models_dir, make_catalogue(data, [url_source(served.as_uri())]))
+
+    assert str(caught.value).startswith(f"no space left in {models_dir} while writing {MODEL_FILE}.part-")
+    assert "free some space or pass --models-dir on another disk" in str(caught.value)
+    assert not (models_dir / MODEL_FILE).exists()
+
+
 def test_not_enough_free_space(tmp_path: Path, model_data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(models.shutil, "disk_usage", lambda path: usage(10_000_000, 9_999_000, 1_000))
