@@ -25,6 +25,8 @@ SAMPLE_BYTES = {"u8": 1, "u16": 2, "f32": 4}
 # reports progress between stages. The longest silence measured was 7 s, refining a
 # 100-megapixel layer on a 2-core x86-64 server, so this leaves room for far slower machines.
 DEFAULT_TIMEOUT_SECONDS = 300.0
+# How long stop() waits for the last log lines of a worker that has exited.
+STDERR_DRAIN_SECONDS = 2.0
 
 
 class WorkerError(Exception):
@@ -142,6 +144,7 @@ class WorkerClient:
         self.timeout_hint = timeout_hint
         self.process: subprocess.Popen[bytes] | None = None
         self.stderr_tail: list[str] = []
+        self._stderr_reader: threading.Thread | None = None
 
     @classmethod
     def from_plugin_dir(cls, plugin_dir: str) -> "WorkerClient":
@@ -171,7 +174,8 @@ class WorkerClient:
         except OSError as error:
             raise WorkerError("engine_missing", f"cannot start the engine {self.python!r}: {error}") from None
         self.stderr_tail = []
-        threading.Thread(target=self._drain_stderr, args=(self.process,), daemon=True).start()
+        self._stderr_reader = threading.Thread(target=self._drain_stderr, args=(self.process,), daemon=True)
+        self._stderr_reader.start()
 
     def _drain_stderr(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stderr is not None
@@ -188,6 +192,10 @@ class WorkerClient:
             self.process.kill()
         self.process.wait()
         self.process = None
+        if self._stderr_reader is not None:
+            # The worker's last log lines explain a crash, so let the reader reach their end.
+            self._stderr_reader.join(timeout=STDERR_DRAIN_SECONDS)
+            self._stderr_reader = None
 
     def close(self) -> None:
         """Ask the worker to exit, killing it if it does not within a few seconds."""

@@ -328,7 +328,18 @@ def layer_run(gimp: GimpSession, sources: dict[str, str]) -> dict:
         {
             "name": "worker hangs",
             "source": cat,
-            "engine": {"python": gimp.host.hanging_engine(gimp.run_dir), "timeout_seconds": HANG_TIMEOUT_SECONDS},
+            "engine": {
+                "python": gimp.host.stand_in_engine(gimp.run_dir, "hang"),
+                "timeout_seconds": HANG_TIMEOUT_SECONDS,
+            },
+            "save_around": True,
+            "watch_worker": True,
+            "reference": False,
+        },
+        {
+            "name": "worker killed",
+            "source": cat,
+            "engine": {"python": gimp.host.stand_in_engine(gimp.run_dir, "killed")},
             "save_around": True,
             "watch_worker": True,
             "reference": False,
@@ -965,7 +976,7 @@ def assert_saved_file_unchanged(session: GimpSession, case: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["channel", "layer mask", "engine missing", "model missing", "worker hangs", "cancel"]
+    "name", ["channel", "layer mask", "engine missing", "model missing", "worker hangs", "worker killed", "cancel"]
 )
 def test_failed_run_saves_identical_file(gimp, layer_run, name):
     assert_saved_file_unchanged(gimp, case_result(layer_run, name))
@@ -981,6 +992,17 @@ def test_hung_worker_times_out(layer_run):
     assert case["worker_seen"], "the stand-in engine never started"
     assert case["worker_exited"], "the hung engine kept running after the timeout"
     assert case["after"] == case["before"], "the image changed although the engine hung"
+
+
+def test_killed_worker_reported(layer_run):
+    case = case_result(layer_run, "worker killed")
+    assert case["status"] == "execution-error"
+    assert (
+        "layer 'photo': the engine stopped unexpectedly (stand-in worker killed); try again" in case["message"]
+    )
+    assert case["worker_seen"], "the stand-in engine never started"
+    assert case["worker_exited"], "the stand-in engine kept running"
+    assert case["after"] == case["before"], "the image changed although the engine was killed"
 
 
 # ---------------------------------------------------------------------------------------------

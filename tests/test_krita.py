@@ -101,10 +101,12 @@ CASES: list[dict[str, Any]] = [
     {"name": "error_second_layer", "open": ASTRONAUT, "settings": {"model": FAST_MODEL},
      "duplicate_layer": list(COPY_OFFSET), "crop_layer": [0, 0, 300, 300], "select_all_layers": True,
      "engine": {"environment": {LAYER_LIMIT_VARIABLE: str(LAYER_LIMIT_MEGAPIXELS)}}},
-    # "python" is filled in with the hanging stand-in engine when the session starts.
+    # "python" of the two error_worker_* cases is filled in with stand-in engines when the session starts.
     {"name": "error_worker_hangs", "open": ASTRONAUT, "settings": {"model": FAST_MODEL},
      "engine": {"timeout_seconds": HANG_TIMEOUT_SECONDS}, "save_around": True, "watch_worker": True},
-    {"name": "after_hang", "open": CHELSEA, "settings": {"model": FAST_MODEL}},
+    {"name": "error_worker_killed", "open": ASTRONAUT, "settings": {"model": FAST_MODEL},
+     "engine": {}, "save_around": True, "watch_worker": True},
+    {"name": "after_engine_faults", "open": CHELSEA, "settings": {"model": FAST_MODEL}},
     # "hint_mask_raw" is filled in with the astronaut's trimap when the session starts.
     {"name": "refine_from_mask", "open": ASTRONAUT, "settings": {"model": FAST_MODEL, "refine_from_mask": "true"},
      "save": True, "undo": 2},
@@ -234,15 +236,16 @@ def compute_references(host: EditorHost, run_dir: str, results: dict[str, Any]) 
 
 
 def session_cases(host: EditorHost, run_dir: str) -> list[dict[str, Any]]:
-    """Return CASES with the files that live in the run folder: the hanging engine and the trimap."""
-    python = host.hanging_engine(run_dir)
+    """Return CASES with the files that live in the run folder: the stand-in engines and the trimap."""
+    stand_ins = {"error_worker_hangs": host.stand_in_engine(run_dir, "hang"),
+                 "error_worker_killed": host.stand_in_engine(run_dir, "killed")}
     trimap = astronaut_trimap()
     host.host_path(trimap_raw_path(run_dir)).write_bytes(trimap.tobytes())
     write_astronaut_trimap(host.host_path(trimap_png_path(run_dir)))
     cases = []
     for case in CASES:
-        if case["name"] == "error_worker_hangs":
-            case = dict(case, engine=dict(case["engine"], python=python))
+        if case["name"] in stand_ins:
+            case = dict(case, engine=dict(case["engine"], python=stand_ins[case["name"]]))
         elif case["name"] == "refine_from_mask":
             case = dict(case, hint_mask_raw=[trimap_raw_path(run_dir), trimap.shape[1], trimap.shape[0]])
         cases.append(case)
@@ -623,7 +626,7 @@ def saved_kra_members(session: KritaSession, path: str) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("name", ["cancel", "error_filter_layer", "error_empty_layer", "error_engine",
-                                  "error_worker_hangs"])
+                                  "error_worker_hangs", "error_worker_killed"])
 def test_failed_run_saves_identical_file(session: KritaSession, name: str) -> None:
     case = session.case(name)
     assert case["kra_before_saved"] and case["kra_after_saved"]
@@ -646,9 +649,19 @@ def test_hung_worker_times_out(session: KritaSession) -> None:
     assert case["layers_after"] == case["layers_before"]
 
 
+def test_killed_worker_reported(session: KritaSession) -> None:
+    case = session.case("error_worker_killed")
+    assert case["outcome"]["status"] == "error"
+    assert case["outcome"]["message"] == (
+        "Removing the background failed: layer 'Background': the engine stopped unexpectedly "
+        "(stand-in worker killed); try again")
+    assert case["worker_left_running"] is False
+    assert case["layers_after"] == case["layers_before"]
+
+
 def test_engine_file_change_takes_effect(session: KritaSession) -> None:
-    # The case after the hang runs with the restored engine.json, in the same Krita.
-    case = session.case("after_hang")
+    # The case after the stand-in engines runs with the restored engine.json, in the same Krita.
+    case = session.case("after_engine_faults")
     assert case["outcome"]["status"] == "done", case["outcome"]["message"]
 
 

@@ -419,6 +419,7 @@ def test_client_reports_crash(tmp_path: Path) -> None:
         worker.request({"op": "ping"})
 
     assert caught.value.code == "worker_crashed"
+    assert str(caught.value) == "the engine stopped unexpectedly (engine exploded); try again"
     assert worker.process is None
 
 

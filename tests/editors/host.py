@@ -27,13 +27,16 @@ ENGINE_DIR_IN_CHROOT = "/opt/ai-remove-background"
 # proxy's own authority that update-ca-certificates added on the host only.
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CA_BUNDLE_IN_CHROOT = ENGINE_DIR_IN_CHROOT + "/host-ca-certificates.crt"
-# A stand-in worker that reads one request and never replies.
-HANGING_WORKER = """import json, struct, sys, time
+# Stand-in workers that read one request, then hang or die. Their last line is what each does.
+STAND_IN_WORKER = """import json, os, signal, struct, sys, time
 length = struct.unpack(">I", sys.stdin.buffer.read(4))[0]
 header = json.loads(sys.stdin.buffer.read(length))
 sys.stdin.buffer.read(header.get("payload_bytes", 0))
-time.sleep(600)
 """
+STAND_IN_ENDINGS = {
+    "hang": "time.sleep(600)\n",
+    "killed": "print('stand-in worker killed', file=sys.stderr, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n",
+}
 
 
 @dataclass
@@ -53,14 +56,15 @@ class EditorHost:
         host_dir.chmod(0o755)
         return RUNS_DIR_IN_CHROOT + "/" + host_dir.name
 
-    def hanging_engine(self, run_dir: str) -> str:
-        """Write a stand-in for the engine's Python whose worker hangs; return its path inside the chroot.
+    def stand_in_engine(self, run_dir: str, ending: str) -> str:
+        """Write a stand-in for the engine's Python whose worker hangs or is killed (`ending`).
 
-        Its command line keeps the worker's module name, so a test can check that it is gone.
+        Returns its path inside the chroot. Its command line keeps the worker's module name, so
+        a test can check that it is gone.
         """
-        script = f"{run_dir}/hanging_worker.py"
-        self.host_path(script).write_text(HANGING_WORKER)
-        python = f"{run_dir}/hanging-python"
+        script = f"{run_dir}/{ending}_worker.py"
+        self.host_path(script).write_text(STAND_IN_WORKER + STAND_IN_ENDINGS[ending])
+        python = f"{run_dir}/{ending}-python"
         self.host_path(python).write_text(f'#!/bin/sh\nexec python3 {script} "$@"\n')
         self.host_path(python).chmod(0o755)
         return python
