@@ -5,6 +5,7 @@ Configurations:
   <model>-refined    the model alone with the engine's refinement (refine=True, combine=False)
   <model>+<partner>-raw, -refined  the model combined with its catalogue partner (combine=True)
   default            Options(): what the command line and the editors do without options
+  default-keep-enclosed  Options(clear_enclosed=False): the default without clearing enclosed background
   rembg-<model>      rembg's cutout with the same weights, its alpha channel
   rembg-<model>-matting  the same with rembg's alpha matting (pymatting closed-form matting)
 """
@@ -80,6 +81,10 @@ def engine_configs(models: Iterable[str]) -> list[Config]:
             configs.append(Config(f"{pair}-refined", f"{model} combined with {partner}, the engine's refinement",
                                   (("model", model), ("refine", True), ("combine", True))))
     configs.append(Config("default", f"Options(): the defaults of the CLI and editors (model {default_model_name()})"))
+    if "clear_enclosed" in _option_names():
+        configs.append(Config("default-keep-enclosed", "Options(clear_enclosed=False): the default without "
+                              "clearing enclosed background that only the partner model marks as subject",
+                              (("clear_enclosed", False),)))
     return configs
 
 
@@ -337,7 +342,8 @@ def run(arguments: argparse.Namespace, command: str) -> int:
             print(f"({rembg_status})")
             return 0
         if default_model_name() not in installed:
-            available = [config for config in available if config.name != "default"]
+            default_names = ("default", "default-keep-enclosed")
+            available = [config for config in available if config.name not in default_names]
         configs = select_configs(available, arguments.configs)
         samples = filter_samples(read_manifest(arguments.data), arguments.sources, arguments.limit)
         print(f"benchmarks: {len(samples)} images, configurations {', '.join(c.name for c in configs)}; "

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from . import matting, refine
+from . import holes, matting, refine
 from .catalogue import get_model, installed_model_names
 from .errors import UserError
 from .session import load_model, predict
@@ -47,6 +47,7 @@ class Options:
     feather: float = 0.0  # Gaussian feather radius in pixels
     invert: bool = False
     combine: bool = True  # combine with the model's partner in the catalogue, when it is installed
+    clear_enclosed: bool = True  # clear enclosed background that only the partner model marks as subject
     threads: int | None = None  # inference threads; None: AI_REMOVE_BACKGROUND_THREADS or automatic
 
     def validate(self) -> None:
@@ -126,7 +127,10 @@ def _segment(rgb: np.ndarray, options: Options, progress: ProgressCallback) -> t
         progress(0.6, "inference")
         extra, _ = _run_model(partner, rgb, options.threads)
         low_height, low_width = probability.shape
+        primary = probability
         probability = np.maximum(probability, refine.resize_float(extra, low_width, low_height))
+        if options.clear_enclosed:
+            probability = holes.clear_enclosed_background(probability, primary, rgb)
 
     progress(0.75, "refining")
     height, width = rgb.shape[:2]
