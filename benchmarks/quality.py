@@ -6,6 +6,8 @@ Configurations:
   <model>+<partner>-raw, -refined  the model combined with its catalogue partner (combine=True)
   default            Options(): what the command line and the editors do without options
   default-keep-enclosed  Options(clear_enclosed=False): the default without clearing enclosed background
+  default-hint       Options() with the sample's trimap as the hint mask (hint mode); on samples
+                     without a trimap this equals default
   rembg-<model>      rembg's cutout with the same weights, its alpha channel
   rembg-<model>-matting  the same with rembg's alpha matting (pymatting closed-form matting)
 """
@@ -53,6 +55,7 @@ class Config:
     model: str | None = None  # for rembg: the engine's name of the shared model
     rembg: bool = False
     alpha_matting: bool = False
+    hint: bool = False  # pass the sample's trimap, when it has one, as the hint mask
 
     def build_options(self) -> Options:
         return Options(**dict(self.options))
@@ -81,6 +84,8 @@ def engine_configs(models: Iterable[str]) -> list[Config]:
             configs.append(Config(f"{pair}-refined", f"{model} combined with {partner}, the engine's refinement",
                                   (("model", model), ("refine", True), ("combine", True))))
     configs.append(Config("default", f"Options(): the defaults of the CLI and editors (model {default_model_name()})"))
+    configs.append(Config("default-hint", "Options() with the sample's trimap as the hint mask (hint mode); "
+                          "samples without a trimap get the default", hint=True))
     if "clear_enclosed" in _option_names():
         configs.append(Config("default-keep-enclosed", "Options(clear_enclosed=False): the default without "
                               "clearing enclosed background that only the partner model marks as subject",
@@ -155,12 +160,15 @@ def evaluate(samples: list[Sample], configs: list[Config], cache: InferenceCache
                     with Image.open(rembg_masks[config.name][sample.key]) as mask_image:
                         mask = np.asarray(mask_image.convert("L"))
                 else:
-                    mask = remove_background(photo.rgb, photo.alpha, config.build_options()).mask
-                seconds[config.name] += time.perf_counter() - started
+                    hint = trimap if config.hint else None
+                    mask = remove_background(photo.rgb, photo.alpha, config.build_options(), hint=hint).mask
+                elapsed = time.perf_counter() - started
+                seconds[config.name] += elapsed
                 if mask.shape != truth.shape:
                     raise ValueError(f"{config.name} returned a {mask.shape} mask for {sample.image}, "
                                      f"expected {truth.shape}")
                 results[config.name] = score(sample, mask.astype(np.float32) / 255.0, truth, trimap)
+                results[config.name]["seconds"] = elapsed
             records.append({"source": sample.source, "id": sample.id, "category": sample.category,
                             "gt_type": sample.gt_type, "alpha_truth": sample.has_alpha_truth, "results": results})
     return records, seconds
