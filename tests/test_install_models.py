@@ -664,6 +664,46 @@ def test_read_only_models_dir(tmp_path: Path, model_data: bytes) -> None:
     assert "--models-dir" in str(caught.value)
 
 
+# Fetches one model into a folder that the calling shell made read-only; prints the error.
+READ_ONLY_FETCH = """
+import json, sys
+from pathlib import Path
+from installer import models
+from installer.common import InstallError
+try:
+    models.fetch_models(["fake"], Path(sys.argv[1]), json.loads(sys.argv[2]))
+except InstallError as error:
+    print(error)
+"""
+
+
+@pytest.mark.skipif(
+    not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("unshare")),
+    reason="a read-only mount needs root and unshare; test_read_only_models_dir covers other users",
+)
+def test_read_only_mount_models_dir(tmp_path: Path, model_data: bytes) -> None:
+    # Root writes through folder permissions, so the folder is bind-mounted read-only instead,
+    # in a private mount namespace that ends with the command.
+    served = tmp_path / "served.onnx"
+    served.write_bytes(model_data)
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    catalogue = json.dumps(make_catalogue(model_data, [url_source(served.as_uri())]))
+    script = (
+        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && '
+        'cd "$2" && "$3" -c "$4" "$1" "$5"'
+    )
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+               str(models_dir), str(Path(models.__file__).resolve().parents[1]), sys.executable,
+               READ_ONLY_FETCH, catalogue]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert "read-only" in result.stdout
+    assert "--models-dir" in result.stdout
+    assert file_names(models_dir) == []
+
+
 def test_write_error_stops_without_next_source(tmp_path: Path, model_data: bytes, server: FileServer) -> None:
     served = tmp_path / "served.onnx"
     served.write_bytes(model_data)
