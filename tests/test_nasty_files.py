@@ -19,9 +19,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from ai_remove_background.catalogue import installed_model_names
-
-# Shared with the mode tests: the writers of the kinds Pillow cannot write.
-from test_imageio import write_png16, write_png_header_bomb, write_tiff16_rgba
+from file_writers import write_png16, write_png_header_bomb, write_tiff16_rgba
 
 PROGRAM = "ai-remove-background"
 # Real awkward files from the test fixtures of public projects, read in place when present.
