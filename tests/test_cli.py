@@ -19,7 +19,7 @@ import pytest
 from PIL import Image, ImageCms
 from scipy import ndimage
 
-from ai_remove_background.catalogue import installed_model_names
+from installed_models import require_models
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 ASTRONAUT = CHECKOUT / "samples" / "astronaut.jpg"
@@ -64,10 +64,7 @@ def iou(first: np.ndarray, second: np.ndarray, level: int = 128) -> float:
 
 @pytest.fixture(scope="module", autouse=True)
 def models_installed() -> None:
-    missing = [name for name in ("u2netp", "rvm") if name not in installed_model_names()]
-    if missing:
-        pytest.fail(f"models {', '.join(missing)} not installed: run 'python3 install.py --models "
-                    f"{' '.join(missing)}' or set AI_REMOVE_BACKGROUND_MODELS to a folder holding them")
+    require_models("u2netp", "rvm")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from ai_remove_background import Options, remove_background
-from ai_remove_background.catalogue import default_model_name, installed_model_names
+from ai_remove_background.catalogue import default_model_name
+from installed_models import require_models
 from ai_remove_background.holes import clear_enclosed_background, enclosed_background, srgb_to_lab
 from ai_remove_background.imageio import load_image
 
@@ -182,11 +183,7 @@ def test_srgb_to_lab_reference_colours(rgb: tuple[int, int, int], lab: tuple[flo
 
 @pytest.fixture(scope="module")
 def models_installed() -> None:
-    required = [default_model_name(), "u2netp"]
-    missing = [name for name in required if name not in installed_model_names()]
-    if missing:
-        pytest.fail(f"models {', '.join(missing)} not installed: run 'python3 install.py --models "
-                    f"{' '.join(missing)}' or set AI_REMOVE_BACKGROUND_MODELS to a folder holding them")
+    require_models(default_model_name(), "u2netp")
 
 
 def test_pipeline_clears_filled_ring(models_installed: None) -> None:

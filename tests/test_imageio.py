@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from ai_remove_background.catalogue import installed_model_names
+from installed_models import require_models
 from ai_remove_background.errors import ImageTooLargeError, UserError
 from ai_remove_background.imageio import load_image, pixels_from_buffer
 from file_writers import write_png16, write_png_header_bomb, write_tiff16_rgba
@@ -268,9 +268,7 @@ def run_cli(*arguments: object, cwd: Path | None = None) -> subprocess.Completed
 @pytest.fixture(scope="module")
 def mode_masks(mode_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     """Masks of every mode's file, from one CLI run with u2netp over the folder."""
-    if "u2netp" not in installed_model_names():
-        pytest.fail("model u2netp is not installed: run 'python3 install.py --models u2netp' "
-                    "or set AI_REMOVE_BACKGROUND_MODELS to a folder holding it")
+    require_models("u2netp")
     output = tmp_path_factory.mktemp("mode_masks")
     folder = next(iter(mode_files.values())).parent
     result = run_cli(folder, "--model", "u2netp", "--mask", "-o", output)

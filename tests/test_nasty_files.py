@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from ai_remove_background.catalogue import installed_model_names
 from file_writers import write_png16, write_png_header_bomb, write_tiff16_rgba
+from installed_models import require_models
 
 PROGRAM = "ai-remove-background"
 # Real awkward files from the test fixtures of public projects, read in place when present.
@@ -141,9 +141,7 @@ def run_cli(*arguments: object) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def models_installed() -> None:
-    if "u2netp" not in installed_model_names():
-        pytest.fail("model u2netp is not installed: run 'python3 install.py --models u2netp' "
-                    "or set AI_REMOVE_BACKGROUND_MODELS to a folder holding it")
+    require_models("u2netp")
 
 
 class Run:

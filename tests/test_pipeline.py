@@ -13,6 +13,7 @@ from PIL import Image
 
 from ai_remove_background import Options, UserError, remove_background
 from ai_remove_background.catalogue import default_model_name, installed_model_names
+from installed_models import require_models
 from ai_remove_background.imageio import load_image
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -38,11 +39,7 @@ def iou(first: np.ndarray, second: np.ndarray, level: int = 128) -> float:
 
 @pytest.fixture(scope="module", autouse=True)
 def models_installed() -> None:
-    wanted = [default_model_name(), "u2netp"]
-    missing = [name for name in wanted if name not in installed_model_names()]
-    if missing:
-        pytest.fail(f"models {', '.join(missing)} not installed: run 'python3 install.py --models "
-                    f"{' '.join(missing)}' or set AI_REMOVE_BACKGROUND_MODELS to a folder holding them")
+    require_models(default_model_name(), "u2netp")
 
 
 @pytest.fixture(scope="module")

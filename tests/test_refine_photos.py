@@ -19,7 +19,8 @@ from PIL import Image
 from scipy import ndimage
 
 from ai_remove_background import Options, composite, matting, refine, remove_background
-from ai_remove_background.catalogue import default_model_name, get_model, installed_model_names
+from ai_remove_background.catalogue import default_model_name, get_model
+from installed_models import require_models
 from ai_remove_background.imageio import load_image
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -41,10 +42,7 @@ def models_installed() -> None:
     partner = get_model(None).combine_with
     if partner is not None:
         required.append(partner)
-    missing = [name for name in required if name not in installed_model_names()]
-    if missing:
-        pytest.fail(f"models {', '.join(missing)} not installed: run 'python3 install.py --models "
-                    f"{' '.join(missing)}' or set AI_REMOVE_BACKGROUND_MODELS to a folder holding them")
+    require_models(*required)
 
 
 @pytest.fixture(scope="module")

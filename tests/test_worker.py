@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ai_remove_background.catalogue import get_model, installed_model_names, models_dir
+from ai_remove_background.catalogue import get_model, models_dir
+from installed_models import require_models
 from ai_remove_background.worker import MAX_MEGAPIXELS_VARIABLE, serve
 from ai_remove_background.worker_client import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -53,9 +54,7 @@ TRANSPARENT = COLUMNS < 50
 
 @pytest.fixture(scope="module", autouse=True)
 def models_installed() -> None:
-    if "u2netp" not in installed_model_names():
-        pytest.fail("model u2netp is not installed: run 'python3 install.py --models u2netp' "
-                    "or set AI_REMOVE_BACKGROUND_MODELS to a folder holding it")
+    require_models("u2netp")
 
 
 @pytest.fixture(scope="module")
