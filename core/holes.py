@@ -13,11 +13,11 @@ than in the confident subject. It is cleared only when:
 - the mean of its pixels' log ratios (background over subject) is at least MIN_REGION_LOG_RATIO;
 - it is large and wide enough (MIN_AREA_FRACTION, MIN_RADIUS_FRACTION).
 
-Colour alone is not enough evidence. On the development set and 100 other ECSSD photos,
-clearing regions that both models mark as subject whenever their colour favoured the
-background also cut holes into subjects (an eye, a flower's centre, a butterfly on a flower) at
-every threshold tried. So only what the primary model already calls background is cleared, and
-the step needs a second model.
+Colour alone is not enough evidence. The development set and 100 other ECSSD photos were used
+to test clearing regions that both models mark as subject whenever their colour favoured the
+background. At every threshold tried, this also cut holes into subjects: an eye, a flower's
+centre, a butterfly on a flower. So only what the primary model already calls background is
+cleared, and the step needs a second model.
 """
 
 from __future__ import annotations

@@ -51,9 +51,9 @@ def check_size(
     if pixels > max_megapixels * 1e6:
         megapixels = pixels / 1e6
         # Three significant digits for small layers (0.262), whole numbers from 100 on (3600).
-        shown = f"{megapixels:.0f}" if megapixels >= 100 else f"{megapixels:.3g}"
+        megapixels_text = f"{megapixels:.0f}" if megapixels >= 100 else f"{megapixels:.3g}"
         raise ImageTooLargeError(
-            f"{name} is {width} x {height} ({shown} megapixels), over the limit of "
+            f"{name} is {width} x {height} ({megapixels_text} megapixels), over the limit of "
             f"{max_megapixels:g}: scale it down, or raise the limit {how_to_raise}"
         )
 

@@ -442,8 +442,8 @@ def test_client_missing_python(tmp_path: Path) -> None:
     assert caught.value.code == "engine_missing"
 
 
-# A stand-in worker that answers a request with `steps` progress replies `pause` seconds apart,
-# then, after `last_pause` seconds, a one-byte result. It reads the request frame first, as the real worker does.
+# A stand-in worker that sends `steps` progress replies `pause` seconds apart, then, after
+# `last_pause` seconds, a one-byte result. It reads the request frame first, as the real worker does.
 SLOW_WORKER = """
 import json, struct, sys, time
 length = struct.unpack(">I", sys.stdin.buffer.read(4))[0]

@@ -295,8 +295,8 @@ def compute_masks(
     try:
         for index, layer in enumerate(layers):
             try:
-                results.append(compute_mask(image, layer, index, len(layers), settings, sample, worker_client, client))
-            except PluginError as error:
+                results.append(compute_mask(image, layer, index, len(layers), settings, sample, client))
+            except (PluginError, worker_client.WorkerError) as error:
                 return results, f"layer '{layer.get_name()}': {error}"
             except GLib.Error as error:
                 return results, f"layer '{layer.get_name()}': reading it failed ({error.message})"
@@ -312,10 +312,9 @@ def compute_mask(
     count: int,
     settings: Settings,
     sample: str,
-    worker_client,
     client,
 ) -> LayerResult:
-    """Return one layer's mask, read from the engine. Raises PluginError when it fails."""
+    """Return one layer's mask, read from the engine. Raises PluginError or WorkerError when it fails."""
     name = layer.get_name()
     width, height = layer.get_width(), layer.get_height()
     Gimp.progress_set_text(f"AI Remove Background: reading '{name}'")
@@ -327,25 +326,22 @@ def compute_mask(
     hint = read_mask(existing) if existing is not None and settings.existing_mask == "refine" else None
 
     # libgimp 3.0 gives plug-ins no way to ask whether Cancel was pressed: GIMP kills the
-    # plug-in instead (see run), so this callback never asks the worker to stop.
+    # plug-in instead (see run), so this callback never stops the worker.
     def report_progress(fraction: float, stage: str) -> None:
         Gimp.progress_set_text(f"AI Remove Background: {stage} ('{name}')")
         Gimp.progress_update((index + 0.9 * max(0.0, min(1.0, fraction))) / count)
 
-    try:
-        reply, mask = client.remove_background(
-            width,
-            height,
-            4,
-            sample,
-            pixels,
-            options=settings.worker_options(),
-            limit=limit,
-            hint=hint,
-            on_progress=report_progress,
-        )
-    except worker_client.WorkerError as error:
-        raise PluginError(str(error)) from None
+    reply, mask = client.remove_background(
+        width,
+        height,
+        4,
+        sample,
+        pixels,
+        options=settings.worker_options(),
+        limit=limit,
+        hint=hint,
+        on_progress=report_progress,
+    )
     if len(mask) != width * height:
         raise PluginError(
             f"the engine returned {len(mask)} mask bytes for a {width}x{height} layer: "
@@ -625,7 +621,7 @@ def remove_backgrounds(procedure, image, drawables, config):
     """Compute the selected layers' masks, then apply them in one undo group.
 
     Every mask is computed before the image changes. When a layer fails, the layers before it
-    still get their result, the others stay as they were, and the error says which is which.
+    still get their result, the others stay as they were, and the error names both groups.
     """
     try:
         settings = Settings.from_config(config)
